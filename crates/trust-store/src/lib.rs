@@ -1,0 +1,31 @@
+//! # trust-store
+//!
+//! The certificate authority's state on disk, in one directory (default
+//! `/etc/sovereign/certs`):
+//!
+//! | file | mode | what |
+//! |---|---|---|
+//! | `ca-key.pem` | 0600 | the root's PKCS#8 private key; never served |
+//! | `ca-cert.pem` | 0644 | the root certificate |
+//! | `revocations.json` | 0644 | revoked serials and the last CRL number |
+//! | `crl.pem`, `crl.der` | 0644 | the last published CRL |
+//!
+//! Every write is crash-safe ([`write_atomic`]: temp file, fsync, rename, fsync the
+//! folder), so after `kill -9` a file holds either its old or its new content. A
+//! revocation is on disk before [`CaDirectory::revoke`] returns.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | [`files`] | [`write_atomic`] and permission checks |
+//! | [`ca_dir`] | [`CaDirectory`]: init, open, revoke, publish the CRL |
+//! | [`error`] | [`Error`] |
+
+pub mod ca_dir;
+pub mod error;
+pub mod files;
+
+pub use ca_dir::{CaDirectory, RevocationRecord, Revoked};
+pub use error::{Error, Result};
+pub use files::write_atomic;

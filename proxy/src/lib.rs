@@ -1,0 +1,19 @@
+//! # trust-proxy
+//!
+//! The sidecar that runs beside each unmodified app, and the command line that operators
+//! use around it. `main.rs` only calls [`cli::main`]; everything else is here so the
+//! integration tests drive the same code.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cli`] | argument parsing, logging set-up, dispatch, exit codes |
+//! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
+//! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
+
+pub mod cli;
+pub mod error;
+pub mod offline;
+
+pub use error::{Error, Result};
