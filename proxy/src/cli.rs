@@ -96,7 +96,10 @@ pub struct NamePolicyArgs {
 
 /// `trust-proxy ca ...`
 #[derive(Debug, Subcommand)]
-#[allow(missing_docs, reason = "flattened argument groups carry their own docs")]
+#[allow(
+    missing_docs,
+    reason = "flattened argument groups carry their own docs"
+)]
 pub enum CaCommand {
     /// Create a new root CA (RSA-4096, 10 years) in the state directory.
     #[command(
@@ -274,7 +277,10 @@ pub struct RequestArgs {
 
 /// `trust-proxy message ...`
 #[derive(Debug, Subcommand)]
-#[allow(missing_docs, reason = "flattened argument groups carry their own docs")]
+#[allow(
+    missing_docs,
+    reason = "flattened argument groups carry their own docs"
+)]
 pub enum MessageCommand {
     /// Sign a request; prints the five X-* headers as `Name: value` lines.
     #[command(

@@ -1,0 +1,77 @@
+//! The command line fails with one clear line and an exit code that means something.
+
+use crate::support::{CliCa, ok, run, text, trust_proxy};
+
+#[test]
+fn help_teaches_and_exits_zero() {
+    let out = run(trust_proxy().arg("--help"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out).contains("Exit codes:"));
+    let out = run(trust_proxy().args(["ca", "issue", "--help"]));
+    assert!(text(&out).contains("Example:"), "{}", text(&out));
+}
+
+#[test]
+fn a_bad_argument_exits_64_and_names_it() {
+    let out = run(trust_proxy().args([
+        "ca",
+        "init",
+        "--trust-domain",
+        "Not A Domain",
+        "--state-dir",
+        "/nonexistent/x",
+    ]));
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(text(&out).contains("--trust-domain"), "{}", text(&out));
+    let out = run(trust_proxy().args(["cert", "verify"]));
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+}
+
+#[test]
+fn missing_and_unusable_inputs_exit_66_and_65() {
+    let ca = CliCa::init();
+    let out = run(trust_proxy().args([
+        "cert",
+        "verify",
+        "--ca",
+        "/nonexistent/ca.pem",
+        "--crl",
+        "/nonexistent/crl.pem",
+        "/nonexistent/c.pem",
+    ]));
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+    assert!(text(&out).contains("/nonexistent/ca.pem"));
+    let junk = ca.path("junk.pem");
+    std::fs::write(&junk, "not pem").unwrap();
+    let out = run(trust_proxy()
+        .args(["cert", "verify", "--crl"])
+        .arg(ca.crl())
+        .arg("--ca")
+        .arg(&junk)
+        .arg(&junk));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).lines().count() == 1, "one line: {}", text(&out));
+}
+
+#[test]
+fn outputs_are_never_overwritten_and_a_second_init_is_refused() {
+    let ca = CliCa::init();
+    let out = run(trust_proxy()
+        .args(["ca", "init", "--state-dir"])
+        .arg(ca.state()));
+    assert_eq!(out.status.code(), Some(73), "{}", text(&out));
+    let key = ca.path("k.pem");
+    ok(trust_proxy().args(["key", "generate", "--out"]).arg(&key));
+    let out = run(trust_proxy().args(["key", "generate", "--out"]).arg(&key));
+    assert_eq!(out.status.code(), Some(73), "{}", text(&out));
+}
+
+#[test]
+fn an_unopened_state_dir_says_how_to_create_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(trust_proxy()
+        .args(["ca", "crl", "--state-dir"])
+        .arg(tmp.path()));
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out));
+    assert!(text(&out).contains("trust-proxy ca init"), "{}", text(&out));
+}

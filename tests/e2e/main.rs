@@ -1,0 +1,11 @@
+//! End-to-end tests: real processes (the `trust-proxy` binary, openssl, Python with the
+//! `cryptography` package), real files, loopback only. One binary; modules are named by the
+//! behaviour they check. `scripts/test.sh` creates the Python venv these tests use.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod support;
+
+mod cli_exit_codes;
+mod openssl_interop;
+mod python_interop;

@@ -1,0 +1,262 @@
+//! Everything the CA writes is read and accepted (or refused) by openssl, an independent
+//! implementation: certificates, CSRs in both directions, and the CRL.
+
+use crate::support::{CliCa, ok, run, text, trust_proxy};
+use std::process::Command;
+
+fn openssl() -> Command {
+    Command::new("openssl")
+}
+
+#[test]
+fn openssl_reads_the_root_as_a_ten_year_rsa_4096_ca() {
+    let ca = CliCa::init();
+    let dump = ok(openssl()
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(ca.ca_cert()));
+    assert!(dump.contains("Public-Key: (4096 bit)"), "{dump}");
+    assert!(dump.contains("CA:TRUE"), "{dump}");
+    assert!(dump.contains("Certificate Sign, CRL Sign"), "{dump}");
+    assert!(dump.contains("URI:spiffe://interop.test"), "{dump}");
+    let dates = ok(openssl()
+        .args(["x509", "-noout", "-startdate", "-enddate", "-in"])
+        .arg(ca.ca_cert()));
+    let years: Vec<i32> = dates
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).and_then(|y| y.parse().ok()))
+        .collect();
+    assert_eq!(years.len(), 2, "{dates}");
+    assert_eq!(years[1] - years[0], 10, "{dates}");
+    let mode = std::fs::metadata(ca.state().join("ca-key.pem")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn openssl_verifies_issued_node_certificates_and_sees_their_names() {
+    let ca = CliCa::init();
+    let (_, cert) = ca.node(3);
+    let verify = ok(openssl()
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg(&cert));
+    assert!(verify.contains(": OK"), "{verify}");
+    let dump = ok(openssl()
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert));
+    for want in [
+        "Public-Key: (2048 bit)",
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "URI:spiffe://interop.test/node/3",
+        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "CA:FALSE",
+        "Subject: O = interop.test, CN = node-3",
+    ] {
+        assert!(dump.contains(want), "missing {want:?} in:\n{dump}");
+    }
+}
+
+#[test]
+fn a_csr_from_our_key_command_passes_openssl_and_its_certificate_verifies() {
+    let ca = CliCa::init();
+    let key = ca.path("n.key");
+    let csr = ca.path("n.csr");
+    let cert = ca.path("n.pem");
+    ok(trust_proxy().args(["key", "generate", "--out"]).arg(&key));
+    ok(trust_proxy()
+        .args(["key", "csr", "--dns", "localhost", "--key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(&csr));
+    let check = run(openssl()
+        .args(["req", "-noout", "-verify", "-in"])
+        .arg(&csr));
+    assert!(
+        check.status.success() && text(&check).contains("verify OK"),
+        "{}",
+        text(&check)
+    );
+    ok(trust_proxy()
+        .args(["ca", "issue", "--node-id", "9", "--csr"])
+        .arg(&csr)
+        .arg("--out")
+        .arg(&cert)
+        .arg("--state-dir")
+        .arg(ca.state()));
+    ok(openssl()
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg(&cert));
+}
+
+#[test]
+fn a_csr_made_by_openssl_is_issued_and_a_weak_one_is_refused() {
+    let ca = CliCa::init();
+    let csr = ca.path("o.csr");
+    ok(openssl()
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=whatever",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(ca.path("o.key"))
+        .arg("-out")
+        .arg(&csr));
+    let cert = ca.path("o.pem");
+    ok(trust_proxy()
+        .args(["ca", "issue", "--node-id", "4", "--csr"])
+        .arg(&csr)
+        .arg("--out")
+        .arg(&cert)
+        .arg("--state-dir")
+        .arg(ca.state()));
+    ok(openssl()
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg(&cert));
+
+    let weak = ca.path("weak.csr");
+    ok(openssl()
+        .args([
+            "req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/CN=weak", "-keyout",
+        ])
+        .arg(ca.path("weak.key"))
+        .arg("-out")
+        .arg(&weak));
+    let out = run(trust_proxy()
+        .args(["ca", "issue", "--node-id", "5", "--csr"])
+        .arg(&weak)
+        .arg("--out")
+        .arg(ca.path("weak.pem"))
+        .arg("--state-dir")
+        .arg(ca.state()));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).contains("1024 bits"), "{}", text(&out));
+    assert!(!ca.path("weak.pem").exists());
+
+    let forged = ca.path("forged.csr");
+    ok(openssl()
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=x",
+            "-addext",
+            "subjectAltName=URI:spiffe://interop.test/admin/root",
+            "-keyout",
+        ])
+        .arg(ca.path("forged.key"))
+        .arg("-out")
+        .arg(&forged));
+    let out = run(trust_proxy()
+        .args(["ca", "issue", "--node-id", "6", "--csr"])
+        .arg(&forged)
+        .arg("--out")
+        .arg(ca.path("forged.pem"))
+        .arg("--state-dir")
+        .arg(ca.state()));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).contains("URI"), "{}", text(&out));
+}
+
+#[test]
+fn openssl_reads_the_crl_and_refuses_a_revoked_certificate_with_crl_check() {
+    let ca = CliCa::init();
+    let (_, revoked) = ca.node(1);
+    let (_, kept) = ca.node(2);
+    let before = ok(openssl()
+        .arg("verify")
+        .arg("-crl_check")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg("-CRLfile")
+        .arg(ca.crl())
+        .arg(&revoked));
+    assert!(before.contains(": OK"), "{before}");
+
+    ok(trust_proxy()
+        .args(["ca", "revoke", "--cert"])
+        .arg(&revoked)
+        .arg("--state-dir")
+        .arg(ca.state()));
+    let crl_check = run(openssl()
+        .args(["crl", "-noout", "-CAfile"])
+        .arg(ca.ca_cert())
+        .arg("-in")
+        .arg(ca.crl()));
+    assert!(
+        crl_check.status.success() && text(&crl_check).contains("verify OK"),
+        "{}",
+        text(&crl_check)
+    );
+    let serial = ok(openssl()
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&revoked));
+    let serial = serial.trim().trim_start_matches("serial=");
+    let crl_text = ok(openssl()
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(ca.crl()));
+    assert!(
+        crl_text.contains(serial),
+        "serial {serial} not in:\n{crl_text}"
+    );
+    assert!(
+        crl_text.contains("X509v3 CRL Number: \n                2"),
+        "{crl_text}"
+    );
+
+    let after = run(openssl()
+        .arg("verify")
+        .arg("-crl_check")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg("-CRLfile")
+        .arg(ca.crl())
+        .arg(&revoked));
+    assert!(!after.status.success(), "{}", text(&after));
+    assert!(
+        text(&after).contains("certificate revoked"),
+        "{}",
+        text(&after)
+    );
+    ok(openssl()
+        .arg("verify")
+        .arg("-crl_check")
+        .arg("-CAfile")
+        .arg(ca.ca_cert())
+        .arg("-CRLfile")
+        .arg(ca.crl())
+        .arg(&kept));
+
+    // Our own verifier agrees with openssl.
+    let ours = run(trust_proxy()
+        .args(["cert", "verify", "--ca"])
+        .arg(ca.ca_cert())
+        .arg("--crl")
+        .arg(ca.crl())
+        .arg(&revoked));
+    assert_eq!(ours.status.code(), Some(1), "{}", text(&ours));
+    assert!(text(&ours).contains("revoked"));
+    ok(trust_proxy()
+        .args(["cert", "verify", "--ca"])
+        .arg(ca.ca_cert())
+        .arg("--crl")
+        .arg(ca.crl())
+        .arg(&kept));
+}
