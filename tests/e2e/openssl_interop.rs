@@ -80,13 +80,8 @@ fn a_csr_from_our_key_command_passes_openssl_and_its_certificate_verifies() {
         "{}",
         text(&check)
     );
-    ok(trust_proxy()
-        .args(["ca", "issue", "--node-id", "9", "--csr"])
-        .arg(&csr)
-        .arg("--out")
-        .arg(&cert)
-        .arg("--state-dir")
-        .arg(ca.state()));
+    let out = ca.issue(9, &csr);
+    assert!(out.status.success(), "{}", text(&out));
     ok(openssl()
         .arg("verify")
         .arg("-CAfile")
@@ -94,83 +89,48 @@ fn a_csr_from_our_key_command_passes_openssl_and_its_certificate_verifies() {
         .arg(&cert));
 }
 
+/// An openssl-made key and CSR `<name>.csr` over an RSA key of `bits`, with `san` if given.
+fn openssl_csr(ca: &CliCa, name: &str, bits: u32, san: Option<&str>) -> std::path::PathBuf {
+    let csr = ca.path(&format!("{name}.csr"));
+    let mut cmd = openssl();
+    cmd.args(["req", "-new", "-nodes", "-subj", "/CN=whatever", "-newkey"])
+        .arg(format!("rsa:{bits}"))
+        .arg("-keyout")
+        .arg(ca.path(&format!("{name}.key")))
+        .arg("-out")
+        .arg(&csr);
+    if let Some(san) = san {
+        cmd.arg("-addext").arg(format!("subjectAltName={san}"));
+    }
+    ok(&mut cmd);
+    csr
+}
+
 #[test]
 fn a_csr_made_by_openssl_is_issued_and_a_weak_one_is_refused() {
     let ca = CliCa::init();
-    let csr = ca.path("o.csr");
-    ok(openssl()
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=whatever",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(ca.path("o.key"))
-        .arg("-out")
-        .arg(&csr));
-    let cert = ca.path("o.pem");
-    ok(trust_proxy()
-        .args(["ca", "issue", "--node-id", "4", "--csr"])
-        .arg(&csr)
-        .arg("--out")
-        .arg(&cert)
-        .arg("--state-dir")
-        .arg(ca.state()));
+    let csr = openssl_csr(&ca, "o", 2048, Some("DNS:localhost,IP:127.0.0.1"));
+    let out = ca.issue(4, &csr);
+    assert!(out.status.success(), "{}", text(&out));
     ok(openssl()
         .arg("verify")
         .arg("-CAfile")
         .arg(ca.ca_cert())
-        .arg(&cert));
+        .arg(csr.with_extension("pem")));
 
-    let weak = ca.path("weak.csr");
-    ok(openssl()
-        .args([
-            "req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/CN=weak", "-keyout",
-        ])
-        .arg(ca.path("weak.key"))
-        .arg("-out")
-        .arg(&weak));
-    let out = run(trust_proxy()
-        .args(["ca", "issue", "--node-id", "5", "--csr"])
-        .arg(&weak)
-        .arg("--out")
-        .arg(ca.path("weak.pem"))
-        .arg("--state-dir")
-        .arg(ca.state()));
+    let weak = openssl_csr(&ca, "weak", 1024, None);
+    let out = ca.issue(5, &weak);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(text(&out).contains("1024 bits"), "{}", text(&out));
-    assert!(!ca.path("weak.pem").exists());
+    assert!(!weak.with_extension("pem").exists());
 
-    let forged = ca.path("forged.csr");
-    ok(openssl()
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=x",
-            "-addext",
-            "subjectAltName=URI:spiffe://interop.test/admin/root",
-            "-keyout",
-        ])
-        .arg(ca.path("forged.key"))
-        .arg("-out")
-        .arg(&forged));
-    let out = run(trust_proxy()
-        .args(["ca", "issue", "--node-id", "6", "--csr"])
-        .arg(&forged)
-        .arg("--out")
-        .arg(ca.path("forged.pem"))
-        .arg("--state-dir")
-        .arg(ca.state()));
+    let forged = openssl_csr(
+        &ca,
+        "forged",
+        2048,
+        Some("URI:spiffe://interop.test/admin/root"),
+    );
+    let out = ca.issue(6, &forged);
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(text(&out).contains("URI"), "{}", text(&out));
 }

@@ -122,4 +122,16 @@ impl CliCa {
             out.join(format!("node-{id}-cert.pem")),
         )
     }
+
+    /// `ca issue --node-id <id> --csr <csr>`, writing the certificate beside the CSR as
+    /// `<stem>.pem`; returns the output (success or refusal).
+    pub fn issue(&self, id: u32, csr: &Path) -> Output {
+        run(trust_proxy()
+            .args(["ca", "issue", "--node-id", &id.to_string(), "--csr"])
+            .arg(csr)
+            .arg("--out")
+            .arg(csr.with_extension("pem"))
+            .arg("--state-dir")
+            .arg(self.state()))
+    }
 }

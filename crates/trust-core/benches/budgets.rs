@@ -14,12 +14,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use trust_core::signature::verify_request;
 use trust_core::testing::{TestPki, at};
 use trust_core::{
-    CacheSettings, CertificateAuthority, CertificateVerifier, MessageSigner, NodeKey,
-    ReceivedHeaders, RequestParts, SignatureWindow, Subject, TrustCache, TrustDomain, VerifiedCsr,
-    VerifySettings,
+    CertificateAuthority, NodeKey, SignatureWindow, Subject, TrustDomain, VerifiedCsr,
 };
 
 fn measure(name: &str, budget: &str, n: usize, mut op: impl FnMut()) {
@@ -51,26 +51,17 @@ fn main() {
     println!("| operation | n | p50 | p95 | p99 | max | budget |");
     println!("|---|---|---|---|---|---|---|");
 
-    let pki = TestPki::new();
-    let node = pki.node(1);
-    let crl = pki.crl(&[], 1, Duration::from_secs(3600));
-    let verifier = CertificateVerifier::new(pki.ca.root().clone(), VerifySettings::default());
-    let cache = TrustCache::new(verifier.clone(), CacheSettings::default());
-    cache.install_crl(crl.clone()).unwrap();
-    let identity = cache.verify(&node.cert.der, at(0)).unwrap();
-    let key = NodeKey::from_pkcs8_der(node.key.pkcs8_der().secret_pkcs8_der()).unwrap();
-    let signer = MessageSigner::new(key, &node.subject, &node.cert.der);
-    let body = vec![7u8; 1024];
-    let parts = RequestParts::new("POST", "node-2.localhost:8443", "/fl/update?round=3", &body);
-    let headers = signer.sign(&parts, at(0)).unwrap();
-    let received = ReceivedHeaders {
-        from_node: Some(&headers.from_node),
-        timestamp: Some(&headers.timestamp),
-        nonce: Some(&headers.nonce),
-        node_auth: Some(&headers.node_auth),
-        signature: Some(&headers.signature),
-    };
-    let local = vec!["node-2.localhost:8443".to_string()];
+    let f = common::Fixture::new();
+    let (pki, node, crl, verifier, cache, identity, signer) = (
+        &f.pki,
+        &f.node,
+        &f.crl,
+        &f.verifier,
+        &f.cache,
+        &f.identity,
+        &f.signer,
+    );
+    let (parts, received, local) = (f.parts(), f.received(), &f.local);
 
     measure(
         "RSA-2048 PSS sign (whole request: canonical string + sign + headers)",
@@ -89,8 +80,8 @@ fn main() {
                 verify_request(
                     &received,
                     &parts,
-                    &identity,
-                    &local,
+                    identity,
+                    local,
                     SignatureWindow::default(),
                     at(1),
                 )
@@ -103,7 +94,7 @@ fn main() {
         "<= 100 us",
         scale(5000),
         || {
-            black_box(verifier.verify(&node.cert.der, Some(&crl), at(0)).unwrap());
+            black_box(verifier.verify(&node.cert.der, Some(crl), at(0)).unwrap());
         },
     );
     measure(

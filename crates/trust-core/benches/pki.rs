@@ -4,49 +4,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up")]
 #![allow(missing_docs, reason = "criterion_group! generates undocumented items")]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use trust_core::SignatureWindow;
 use trust_core::signature::verify_request;
-use trust_core::testing::{TestPki, at};
-use trust_core::{
-    CacheSettings, CertificateVerifier, MessageSigner, NodeKey, ReceivedHeaders, RequestParts,
-    SignatureWindow, TrustCache, VerifySettings,
-};
+use trust_core::testing::at;
 
 fn benches(c: &mut Criterion) {
-    let pki = TestPki::new();
-    let node = pki.node(1);
-    let crl = pki.crl(&[], 1, Duration::from_secs(3600));
-    let verifier = CertificateVerifier::new(pki.ca.root().clone(), VerifySettings::default());
-    let cache = TrustCache::new(verifier.clone(), CacheSettings::default());
-    cache.install_crl(crl.clone()).unwrap();
-    let identity = cache.verify(&node.cert.der, at(0)).unwrap();
-    let key = NodeKey::from_pkcs8_der(node.key.pkcs8_der().secret_pkcs8_der()).unwrap();
-    let signer = MessageSigner::new(key, &node.subject, &node.cert.der);
-    let body = vec![7u8; 1024];
-    let parts = RequestParts::new("POST", "node-2.localhost:8443", "/fl/update?round=3", &body);
-    let headers = signer.sign(&parts, at(0)).unwrap();
-    let received = ReceivedHeaders {
-        from_node: Some(&headers.from_node),
-        timestamp: Some(&headers.timestamp),
-        nonce: Some(&headers.nonce),
-        node_auth: Some(&headers.node_auth),
-        signature: Some(&headers.signature),
-    };
-    let local = vec!["node-2.localhost:8443".to_string()];
-
+    let f = common::Fixture::new();
+    let (parts, received) = (f.parts(), f.received());
     c.bench_function("rsa2048_pss_sign_request", |b| {
-        b.iter(|| signer.sign(black_box(&parts), at(0)).unwrap())
+        b.iter(|| f.signer.sign(black_box(&parts), at(0)).unwrap())
     });
     c.bench_function("signature_verify_request_uncached", |b| {
         b.iter(|| {
             verify_request(
                 black_box(&received),
                 &parts,
-                &identity,
-                &local,
+                &f.identity,
+                &f.local,
                 SignatureWindow::default(),
                 at(1),
             )
@@ -55,18 +35,18 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("certificate_verify_uncached", |b| {
         b.iter(|| {
-            verifier
-                .verify(black_box(&node.cert.der), Some(&crl), at(0))
+            f.verifier
+                .verify(black_box(&f.node.cert.der), Some(&f.crl), at(0))
                 .unwrap()
         })
     });
     c.bench_function("certificate_verify_cached", |b| {
-        b.iter(|| cache.verify(black_box(&node.cert.der), at(0)).unwrap())
+        b.iter(|| f.cache.verify(black_box(&f.node.cert.der), at(0)).unwrap())
     });
     c.bench_function("identity_still_trusted_per_request", |b| {
         b.iter(|| {
-            cache
-                .check_still_trusted(black_box(&identity), at(0))
+            f.cache
+                .check_still_trusted(black_box(&f.identity), at(0))
                 .unwrap()
         })
     });
