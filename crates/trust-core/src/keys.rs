@@ -93,12 +93,14 @@ impl NodeKey {
     }
 
     /// The public key as X.509 `SubjectPublicKeyInfo` DER.
-    pub fn public_key_spki_der(&self) -> Vec<u8> {
+    pub fn public_key_spki_der(&self) -> Result<Vec<u8>> {
         self.pair
             .public_key()
             .as_der()
             .map(|d| d.as_ref().to_vec())
-            .unwrap_or_default()
+            .map_err(|_| Error::Crypto {
+                operation: "encode the public key",
+            })
     }
 
     /// A PEM CSR asking for `common_name` with the given DNS and IP SANs. The authority

@@ -86,7 +86,11 @@ impl TestPki {
     ) -> TestNode {
         let key = NodeKey::generate().expect("RSA-2048 key");
         let cert = self
-            .leaf_for_key(&key.public_key_spki_der(), &subject, customise)
+            .leaf_for_key(
+                &key.public_key_spki_der().expect("SPKI"),
+                &subject,
+                customise,
+            )
             .expect("test leaf");
         TestNode { key, cert, subject }
     }
