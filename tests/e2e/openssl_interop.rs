@@ -135,19 +135,23 @@ fn a_csr_made_by_openssl_is_issued_and_a_weak_one_is_refused() {
     assert!(text(&out).contains("URI"), "{}", text(&out));
 }
 
+/// `openssl verify -crl_check` of `cert` against the CA and its current CRL.
+fn verify_with_crl(ca: &CliCa, cert: &std::path::Path) -> Command {
+    let mut cmd = openssl();
+    cmd.args(["verify", "-crl_check", "-CAfile"])
+        .arg(ca.ca_cert())
+        .arg("-CRLfile")
+        .arg(ca.crl())
+        .arg(cert);
+    cmd
+}
+
 #[test]
 fn openssl_reads_the_crl_and_refuses_a_revoked_certificate_with_crl_check() {
     let ca = CliCa::init();
     let (_, revoked) = ca.node(1);
     let (_, kept) = ca.node(2);
-    let before = ok(openssl()
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(ca.ca_cert())
-        .arg("-CRLfile")
-        .arg(ca.crl())
-        .arg(&revoked));
+    let before = ok(&mut verify_with_crl(&ca, &revoked));
     assert!(before.contains(": OK"), "{before}");
 
     ok(trust_proxy()
@@ -181,28 +185,14 @@ fn openssl_reads_the_crl_and_refuses_a_revoked_certificate_with_crl_check() {
         "{crl_text}"
     );
 
-    let after = run(openssl()
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(ca.ca_cert())
-        .arg("-CRLfile")
-        .arg(ca.crl())
-        .arg(&revoked));
+    let after = run(&mut verify_with_crl(&ca, &revoked));
     assert!(!after.status.success(), "{}", text(&after));
     assert!(
         text(&after).contains("certificate revoked"),
         "{}",
         text(&after)
     );
-    ok(openssl()
-        .arg("verify")
-        .arg("-crl_check")
-        .arg("-CAfile")
-        .arg(ca.ca_cert())
-        .arg("-CRLfile")
-        .arg(ca.crl())
-        .arg(&kept));
+    ok(&mut verify_with_crl(&ca, &kept));
 
     // Our own verifier agrees with openssl.
     let ours = run(trust_proxy()
