@@ -61,6 +61,41 @@ pub enum Command {
     /// Sign a request or verify a signed one, as the sidecars do.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Run the trust authority: root CA, enrollment, registry, revocation, the /trust/* API.
+    #[command(
+        after_help = "Example:\n  openssl rand -hex 32 > token && chmod 600 token\n  trust-proxy authority --state-dir ./authority --listen 127.0.0.1:7000 --bootstrap-token-file token\n\nPrints `listening on <addr>` once it serves. SIGTERM or Ctrl-C drains in-flight requests and exits 0."
+    )]
+    Authority(AuthorityArgs),
+}
+
+/// `trust-proxy authority`
+#[derive(Debug, Args)]
+pub struct AuthorityArgs {
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "flattened group documents itself")]
+    pub state: StateDir,
+    /// Address to serve on. Loopback by default: the network reaches the authority through its own sidecar.
+    #[arg(long, default_value = "127.0.0.1:7000", env = "TRUST_AUTHORITY_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Trust domain of a root created at first start (an existing root keeps its own).
+    #[arg(long, default_value = "sovereign.local")]
+    pub trust_domain: String,
+    /// File holding the bootstrap token nodes present to enroll (at least 16 characters).
+    #[arg(
+        long,
+        env = "TRUST_BOOTSTRAP_TOKEN_FILE",
+        conflicts_with = "bootstrap_token"
+    )]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// The bootstrap token itself (prefer the file: arguments are visible in `ps`).
+    #[arg(long, env = "TRUST_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// How long each published CRL is valid; it is re-published at half that.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub crl_validity: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "flattened group documents itself")]
+    pub names: NamePolicyArgs,
 }
 
 /// Where the CA keeps its state.
@@ -355,6 +390,7 @@ pub fn run(command: Command) -> crate::Result<()> {
         Command::Key(c) => offline::key(c),
         Command::Cert(c) => offline::cert(c),
         Command::Message(c) => offline::message(c),
+        Command::Authority(args) => crate::serve::authority(args),
     }
 }
 
@@ -363,6 +399,7 @@ fn init_logging(format: LogFormat, filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests calling `main` twice) is harmless; ignore it.
     let _ = match format {

@@ -10,7 +10,7 @@
 //! | 65 | an input file's content is unusable (not PEM, refused CSR, ...) |
 //! | 66 | an input file is missing or unreadable |
 //! | 73 | an output file could not be created (e.g. it exists) |
-//! | 74 | other I/O or state-directory failure |
+//! | 74 | other I/O or state-directory failure (including a corrupt authority state) |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +52,9 @@ pub enum Error {
     /// The CA's state directory.
     #[error(transparent)]
     Store(#[from] trust_store::Error),
+    /// A long-running service failed (state, I/O); the message says where.
+    #[error("{0}")]
+    Service(String),
     /// The PKI refused an operation on valid input.
     #[error(transparent)]
     Core(#[from] trust_core::Error),
@@ -72,7 +75,7 @@ impl Error {
             Self::Store(trust_store::Error::NotInitialised { .. }) => 66,
             Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,
             Self::Store(trust_store::Error::Corrupt { .. }) => 65,
-            Self::Store(_) => 74,
+            Self::Store(_) | Self::Service(_) => 74,
         })
     }
 

@@ -10,10 +10,12 @@
 //! |---|---|
 //! | [`cli`] | argument parsing, logging set-up, dispatch, exit codes |
 //! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
+//! | [`serve`] | the long-running commands: `authority` (and, next, the sidecar) |
 //! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
 
 pub mod cli;
 pub mod error;
 pub mod offline;
+pub mod serve;
 
 pub use error::{Error, Result};

@@ -371,7 +371,8 @@ fn format_ip(bytes: &[u8]) -> String {
     }
 }
 
-fn name_policy(args: &NamePolicyArgs) -> Result<NamePolicy> {
+/// The name policy from `--allow-dns`/`--allow-ip` (loopback names when neither is given).
+pub fn name_policy(args: &NamePolicyArgs) -> Result<NamePolicy> {
     if args.allow_dns.is_empty() && args.allow_ip.is_empty() {
         return Ok(NamePolicy::loopback());
     }

@@ -252,7 +252,7 @@ impl CertificateAuthority {
         })?;
         let der = crl.der().to_vec();
         Ok(SignedCrl {
-            pem: pem::encode(&pem::Pem::new("X509 CRL", der.clone())),
+            pem: crate::root::to_pem("X509 CRL", der.clone()),
             der,
             number,
         })

@@ -74,7 +74,7 @@ impl NodeKey {
 
     /// The key as PKCS#8 PEM. Secret: write it with mode 0600.
     pub fn to_pkcs8_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8.clone()))
+        crate::root::to_pem("PRIVATE KEY", self.pkcs8.clone())
     }
 
     /// The key as PKCS#8 DER (what rustls loads). Secret.

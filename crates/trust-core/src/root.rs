@@ -81,7 +81,7 @@ impl RootCertificate {
 
     /// The PEM text (what `/trust/ca-certificate` serves).
     pub fn pem(&self) -> String {
-        pem::encode(&pem::Pem::new("CERTIFICATE", self.der.to_vec()))
+        to_pem("CERTIFICATE", self.der.to_vec())
     }
 
     /// The trust domain this root speaks for.
@@ -135,6 +135,14 @@ fn trust_domain_of(cert: &X509Certificate<'_>) -> Result<TrustDomain> {
 /// Converts an ASN.1 timestamp (seconds, possibly before 1970) to `UnixTime`, clamping at 0.
 pub(crate) fn unix_time(secs: i64) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs.max(0).unsigned_abs()))
+}
+
+/// Encodes one PEM block with `\n` line endings (the pem crate defaults to `\r\n`).
+pub(crate) fn to_pem(tag: &str, der: Vec<u8>) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Decodes one PEM block with the expected tag.

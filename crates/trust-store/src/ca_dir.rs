@@ -1,6 +1,7 @@
 //! [`CaDirectory`]: the CA and its revocation log, loaded from and saved to one folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,7 @@ pub enum Revoked {
 #[derive(Debug)]
 pub struct CaDirectory {
     dir: PathBuf,
-    ca: CertificateAuthority,
+    ca: Arc<CertificateAuthority>,
     log: RevocationLog,
 }
 
@@ -97,7 +98,7 @@ impl CaDirectory {
         write_atomic(&key_path, ca.key_pem().as_bytes(), 0o600)?;
         Ok(Self {
             dir: dir.to_owned(),
-            ca,
+            ca: Arc::new(ca),
             log,
         })
     }
@@ -145,7 +146,7 @@ impl CaDirectory {
         }
         Ok(Self {
             dir: dir.to_owned(),
-            ca,
+            ca: Arc::new(ca),
             log,
         })
     }
@@ -174,6 +175,11 @@ impl CaDirectory {
     /// The CA.
     pub fn ca(&self) -> &CertificateAuthority {
         &self.ca
+    }
+
+    /// The CA, shareable (issuing needs no lock on the directory).
+    pub fn shared_ca(&self) -> Arc<CertificateAuthority> {
+        Arc::clone(&self.ca)
     }
 
     /// Where the root certificate is.

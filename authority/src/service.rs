@@ -1,0 +1,477 @@
+//! The authority's logic, free of HTTP: enroll, revoke, verify, status, CRL publication.
+//!
+//! Methods are synchronous (they sign and fsync); the HTTP layer calls them on tokio's
+//! blocking pool. One lock serialises changes to the CA folder and the registry; an answer
+//! is given only after what it acknowledges is on disk.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+use trust_core::{
+    CacheSettings, CertificateAuthority, CertificateRejection, CertificateVerifier, NodeId,
+    RevocationList, Serial, Subject, TrustCache, UnixTime, VerifiedCsr, VerifySettings,
+};
+use trust_store::{CaDirectory, Revoked};
+
+use crate::config::AuthorityConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::registry::{NodeRecord, Registry};
+
+/// The CRL as currently published.
+#[derive(Debug, Clone)]
+pub struct PublishedCrl {
+    /// CRL number (also the ETag).
+    pub number: u64,
+    /// DER.
+    pub der: Vec<u8>,
+    /// PEM.
+    pub pem: String,
+    /// `thisUpdate`, unix seconds.
+    pub this_update: u64,
+    /// `nextUpdate`, unix seconds.
+    pub next_update: u64,
+    /// Serials listed.
+    pub size: usize,
+}
+
+/// `POST /trust/enroll` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// PEM CSR made by the node.
+    pub csr: String,
+    /// The bootstrap token.
+    pub token: String,
+    /// An id the node asks for (number or decimal string); the next free one if absent.
+    #[serde(default)]
+    pub node_id: Option<serde_json::Value>,
+}
+
+/// `POST /trust/enroll` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The node's id.
+    pub node_id: String,
+    /// `spiffe://<domain>/node/<id>`.
+    pub spiffe_id: String,
+    /// The node certificate, PEM.
+    pub certificate: String,
+    /// The root certificate, PEM.
+    pub ca_certificate: String,
+    /// Certificate serial, hex.
+    pub serial: String,
+    /// `notAfter`, unix seconds.
+    pub not_after: u64,
+    /// True when the key was already enrolled and its current certificate is returned.
+    pub existing: bool,
+}
+
+/// `POST /trust/verify/{id}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VerifyResponse {
+    /// The node.
+    pub node_id: String,
+    /// Whether its current certificate verifies now.
+    pub verified: bool,
+    /// Why not (a metric label: revoked, expired, ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /trust/revoke/{id}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    /// The node.
+    pub node_id: String,
+    /// Always true once answered.
+    pub revoked: bool,
+    /// True when it was revoked before (revocation is idempotent).
+    pub already: bool,
+    /// The CRL number that lists it.
+    pub crl_number: u64,
+}
+
+/// `GET /trust/status` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The authority's own id.
+    pub node_id: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// Root certificate, PEM.
+    pub ca_certificate: String,
+    /// Registered nodes.
+    pub total_nodes: usize,
+    /// Nodes whose current certificate verifies now.
+    pub verified_nodes: usize,
+    /// Revoked certificates.
+    pub revoked_certificates: usize,
+}
+
+/// Nodes by status, for status and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeCounts {
+    /// Current certificate verifies.
+    pub verified: usize,
+    /// Current certificate revoked.
+    pub revoked: usize,
+    /// Current certificate expired.
+    pub expired: usize,
+    /// Anything else (should stay 0).
+    pub invalid: usize,
+}
+
+struct State {
+    dir: CaDirectory,
+    registry: Registry,
+}
+
+/// The trust authority.
+pub struct Authority {
+    config: AuthorityConfig,
+    ca: Arc<CertificateAuthority>,
+    state: Mutex<State>,
+    cache: TrustCache,
+    crl: watch::Sender<Arc<PublishedCrl>>,
+    metrics: Metrics,
+}
+
+impl Authority {
+    /// Opens the state directory (creating the root CA on first start), replays the
+    /// registry and publishes a fresh CRL. Returns whether the root was created now.
+    pub fn open(config: AuthorityConfig, now: UnixTime) -> Result<(Self, bool)> {
+        config.validate()?;
+        let (mut dir, created) = CaDirectory::open_or_init(
+            &config.state_dir,
+            &config.trust_domain,
+            &config.ca_name,
+            now,
+        )?;
+        let registry = Registry::open(&config.state_dir)?;
+        let ca = dir.shared_ca();
+        let signed = dir.publish_crl(now, config.crl_validity)?;
+        let list = RevocationList::from_der(&signed.der, ca.root(), now)?;
+        let published = Arc::new(published(&list, signed.der, signed.pem));
+        let cache = TrustCache::new(
+            CertificateVerifier::new(ca.root().clone(), VerifySettings::default()),
+            CacheSettings {
+                capacity: 100_000,
+                ..CacheSettings::default()
+            },
+        );
+        cache.install_crl(list)?;
+        let metrics = Metrics::new();
+        metrics.observe_crl(&published);
+        let (crl, _) = watch::channel(published);
+        Ok((
+            Self {
+                config,
+                ca,
+                state: Mutex::new(State { dir, registry }),
+                cache,
+                crl,
+                metrics,
+            },
+            created,
+        ))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AuthorityConfig {
+        &self.config
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The root certificate, PEM.
+    pub fn ca_certificate(&self) -> String {
+        self.ca.root().pem()
+    }
+
+    /// The current CRL.
+    pub fn crl(&self) -> Arc<PublishedCrl> {
+        self.crl.borrow().clone()
+    }
+
+    /// A receiver that wakes when a new CRL is published (for long polls).
+    pub fn crl_changes(&self) -> watch::Receiver<Arc<PublishedCrl>> {
+        self.crl.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written: every change
+        // is on disk before memory is updated. Keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Enrolls a node from its CSR.
+    pub fn enroll(&self, request: &EnrollRequest, now: UnixTime) -> Result<EnrollResponse> {
+        let result = self.enroll_inner(request, now);
+        self.metrics.count_enrollment(match &result {
+            Ok(r) if r.existing => "existing",
+            Ok(_) => "issued",
+            Err(e) if e.status().is_server_error() => "error",
+            Err(_) => "refused",
+        });
+        result
+    }
+
+    fn enroll_inner(&self, request: &EnrollRequest, now: UnixTime) -> Result<EnrollResponse> {
+        if !self.config.bootstrap_token.matches(&request.token) {
+            return Err(Error::Unauthorized);
+        }
+        let requested = match &request.node_id {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) => Some(n.to_string().parse::<NodeId>()?),
+            Some(serde_json::Value::String(s)) => Some(s.parse::<NodeId>()?),
+            Some(_) => {
+                return Err(Error::BadRequest(
+                    "node_id must be a number or a decimal string".into(),
+                ));
+            }
+        };
+        let csr = VerifiedCsr::from_pem(&request.csr, &self.config.names)?;
+        let key = URL_SAFE_NO_PAD.encode(Sha256::digest(&csr.spki_der));
+
+        let mut state = self.lock();
+        let id = match state.registry.node_for_key(&key) {
+            Some(existing) => {
+                let Some(record) = state.registry.node(existing) else {
+                    return Err(Error::Conflict("registry index out of step".into()));
+                };
+                if requested.is_some_and(|r| r.get() != existing) {
+                    return Err(Error::Conflict(format!(
+                        "this key is enrolled as node {existing}; it cannot become another node"
+                    )));
+                }
+                if record.key != key {
+                    return Err(Error::Conflict(format!(
+                        "this key was replaced for node {existing}; make a new key"
+                    )));
+                }
+                if state.dir.is_revoked(&Serial::from_hex(&record.serial)?) {
+                    return Err(Error::Forbidden(format!(
+                        "node {existing} is revoked; a revoked identity cannot enroll again"
+                    )));
+                }
+                if record.not_after > now.as_secs() + 3600 {
+                    return Ok(self.answer(record, true));
+                }
+                existing
+            }
+            None => match requested {
+                Some(id) if state.registry.node(id.get()).is_some() => {
+                    return Err(Error::Conflict(format!(
+                        "node id {id} is taken by another key"
+                    )));
+                }
+                Some(id) => id.get(),
+                None => state.registry.next_free_id(),
+            },
+        };
+        let node = NodeId::new(id).ok_or_else(|| Error::Conflict("no node id left".into()))?;
+        let issued = self.ca.issue(&csr, &Subject::Node(node), now)?;
+        let record = NodeRecord {
+            node_id: id,
+            key,
+            serial: issued.serial.to_string(),
+            certificate: issued.pem,
+            issued_at: now.as_secs(),
+            not_after: issued.not_after.as_secs(),
+        };
+        state.registry.append(record.clone())?;
+        drop(state);
+        tracing::info!(node_id = id, serial = %record.serial, "enrolled");
+        Ok(self.answer(&record, false))
+    }
+
+    fn answer(&self, record: &NodeRecord, existing: bool) -> EnrollResponse {
+        EnrollResponse {
+            node_id: record.node_id.to_string(),
+            spiffe_id: format!(
+                "spiffe://{}/node/{}",
+                self.ca.root().trust_domain(),
+                record.node_id
+            ),
+            certificate: record.certificate.clone(),
+            ca_certificate: self.ca.root().pem(),
+            serial: record.serial.clone(),
+            not_after: record.not_after,
+            existing,
+        }
+    }
+
+    /// Revokes a node's current certificate and publishes a new CRL before answering.
+    pub fn revoke(&self, node_id: &str, now: UnixTime) -> Result<RevokeResponse> {
+        let id: NodeId = node_id.parse()?;
+        let mut state = self.lock();
+        let serial_hex = state
+            .registry
+            .node(id.get())
+            .map(|r| r.serial.clone())
+            .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
+        let serial = Serial::from_hex(&serial_hex)?;
+        let outcome = state.dir.revoke(&serial, Some(id.to_string()), now)?;
+        let signed = state.dir.publish_crl(now, self.config.crl_validity)?;
+        drop(state);
+        self.install(signed, now)?;
+        if outcome == Revoked::Now {
+            self.metrics.count_revocation();
+            tracing::warn!(node_id = %id, serial = %serial, crl_number = self.crl().number, "revoked");
+        }
+        Ok(RevokeResponse {
+            node_id: id.to_string(),
+            revoked: true,
+            already: outcome == Revoked::Already,
+            crl_number: self.crl().number,
+        })
+    }
+
+    fn install(&self, signed: trust_core::SignedCrl, now: UnixTime) -> Result<()> {
+        let list = RevocationList::from_der(&signed.der, self.ca.root(), now)?;
+        let published = Arc::new(published(&list, signed.der, signed.pem));
+        self.cache.install_crl(list)?;
+        self.metrics.observe_crl(&published);
+        self.crl.send_replace(published);
+        Ok(())
+    }
+
+    /// Re-publishes the CRL when half its validity has passed, so it never expires while
+    /// the authority runs.
+    pub fn refresh_crl_if_due(&self, now: UnixTime) -> Result<bool> {
+        let current = self.crl();
+        let half = self.config.crl_validity.as_secs() / 2;
+        if now.as_secs() < current.this_update + half {
+            return Ok(false);
+        }
+        let signed = self.lock().dir.publish_crl(now, self.config.crl_validity)?;
+        self.install(signed, now)?;
+        Ok(true)
+    }
+
+    /// Whether a node's current certificate verifies now.
+    pub fn verify(&self, node_id: &str, now: UnixTime) -> Result<VerifyResponse> {
+        let id: NodeId = node_id.parse()?;
+        let pem = self
+            .lock()
+            .registry
+            .node(id.get())
+            .map(|r| r.certificate.clone())
+            .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
+        let reason = match self.check(&pem, now) {
+            Ok(()) => None,
+            Err(r) => Some(r.label().to_owned()),
+        };
+        Ok(VerifyResponse {
+            node_id: id.to_string(),
+            verified: reason.is_none(),
+            reason,
+        })
+    }
+
+    fn check(&self, pem_text: &str, now: UnixTime) -> Result<(), CertificateRejection> {
+        let der = pem::parse(pem_text)
+            .map_err(|_| CertificateRejection::Malformed)?
+            .into_contents();
+        let timer = self.metrics.verification_timer();
+        let result = self.cache.verify(&der, now);
+        drop(timer);
+        match result {
+            Ok(_) => Ok(()),
+            Err(trust_core::Error::CertificateRejected(r)) => Err(r),
+            Err(other) => Err(CertificateRejection::Invalid(other.to_string())),
+        }
+    }
+
+    /// A node's current certificate, PEM.
+    pub fn certificate(&self, node_id: &str) -> Result<String> {
+        let id: NodeId = node_id.parse()?;
+        self.lock()
+            .registry
+            .node(id.get())
+            .map(|r| r.certificate.clone())
+            .ok_or_else(|| Error::NotFound(format!("no certificate for node {id}")))
+    }
+
+    /// Counts nodes by status (verifying each current certificate, cached).
+    pub fn node_counts(&self, now: UnixTime) -> (usize, NodeCounts) {
+        let certificates: Vec<(u32, String, u64, u64)> = self
+            .lock()
+            .registry
+            .nodes()
+            .map(|r| (r.node_id, r.certificate.clone(), r.issued_at, r.not_after))
+            .collect();
+        let mut counts = NodeCounts::default();
+        for (id, pem_text, issued_at, not_after) in &certificates {
+            match self.check(pem_text, now) {
+                Ok(()) => counts.verified += 1,
+                Err(CertificateRejection::Revoked { .. }) => counts.revoked += 1,
+                Err(CertificateRejection::Expired { .. }) => counts.expired += 1,
+                Err(_) => counts.invalid += 1,
+            }
+            self.metrics
+                .observe_node_certificate(*id, *issued_at, *not_after, now);
+        }
+        (certificates.len(), counts)
+    }
+
+    /// The `/trust/status` answer.
+    pub fn status(&self, now: UnixTime) -> StatusResponse {
+        let (total, counts) = self.node_counts(now);
+        let revoked_certificates = self.lock().dir.revocations().len();
+        self.metrics.observe_nodes(&counts);
+        StatusResponse {
+            node_id: self.config.node_id.clone(),
+            timestamp: now.as_secs(),
+            ca_certificate: self.ca.root().pem(),
+            total_nodes: total,
+            verified_nodes: counts.verified,
+            revoked_certificates,
+        }
+    }
+
+    /// The `/metrics/summary` answer.
+    pub fn summary(&self, now: UnixTime) -> serde_json::Value {
+        let status = self.status(now);
+        let stats = self.cache.stats();
+        let crl = self.crl();
+        serde_json::json!({
+            "nodes_verified": status.verified_nodes,
+            "total_nodes": status.total_nodes,
+            "revoked_certificates": status.revoked_certificates,
+            "crl_number": crl.number,
+            "crl_size": crl.size,
+            "crl_next_update": crl.next_update,
+            "cache_hits": stats.hits,
+            "cache_misses": stats.misses,
+            "enrollments": self.metrics.enrollments_total(),
+            "revocations": self.metrics.revocations_total(),
+        })
+    }
+
+    /// Cache counters (for `/metrics`).
+    pub fn cache_stats(&self) -> trust_core::CacheStats {
+        self.cache.stats()
+    }
+}
+
+fn published(list: &RevocationList, der: Vec<u8>, pem: String) -> PublishedCrl {
+    PublishedCrl {
+        number: list.number(),
+        der,
+        pem,
+        this_update: list.this_update().as_secs(),
+        next_update: list.next_update().as_secs(),
+        size: list.len(),
+    }
+}

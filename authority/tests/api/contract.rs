@@ -1,0 +1,146 @@
+//! Status codes and JSON shapes as in the design's API table.
+
+use serde_json::Value;
+
+use crate::server::{Server, key_and_csr};
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_with_the_contracted_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+
+    let status = s.status().await;
+    assert_eq!(
+        keys(&status),
+        [
+            "ca_certificate",
+            "node_id",
+            "revoked_certificates",
+            "timestamp",
+            "total_nodes",
+            "verified_nodes"
+        ]
+    );
+    assert_eq!(status["total_nodes"], 0);
+    let (code, ca) = s.get("/trust/ca-certificate").await;
+    assert_eq!(code, 200);
+    assert_eq!(keys(&ca), ["certificate"]);
+    assert!(
+        ca["certificate"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----\n")
+    );
+    assert_eq!(ca["certificate"], status["ca_certificate"]);
+
+    let (code, body) = s.get("/trust/certificate/1").await;
+    assert_eq!((code, keys(&body)), (404, vec!["error".to_string()]));
+    let (_, csr) = key_and_csr().await;
+    let (code, enrolled) = s.enroll(&csr, None).await;
+    assert_eq!(code, 200, "{enrolled}");
+    assert_eq!(
+        keys(&enrolled),
+        [
+            "ca_certificate",
+            "certificate",
+            "existing",
+            "node_id",
+            "not_after",
+            "serial",
+            "spiffe_id"
+        ]
+    );
+    assert_eq!(enrolled["node_id"], "1");
+    assert_eq!(enrolled["spiffe_id"], "spiffe://sovereign.local/node/1");
+    let (code, cert) = s.get("/trust/certificate/1").await;
+    assert_eq!(code, 200);
+    assert_eq!(cert["certificate"], enrolled["certificate"]);
+
+    let (code, verify) = s.post("/trust/verify/1", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        verify,
+        serde_json::json!({"node_id": "1", "verified": true})
+    );
+    let (code, revoke) = s.post("/trust/revoke/1", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        keys(&revoke),
+        ["already", "crl_number", "node_id", "revoked"]
+    );
+    assert_eq!(revoke["revoked"], true);
+
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(s.get(path).await.0, 200, "{path}");
+    }
+    let (code, summary) = s.get("/metrics/summary").await;
+    assert_eq!(code, 200);
+    for k in [
+        "nodes_verified",
+        "crl_size",
+        "cache_hits",
+        "cache_misses",
+        "crl_number",
+    ] {
+        assert!(summary.get(k).is_some(), "summary lacks {k}: {summary}");
+    }
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "sovereignmap_verified_nodes_count 0",
+        "tpm_authority_enrollments_total{result=\"issued\"} 1",
+        "tpm_authority_revocations_total 1",
+        "tpm_crl_size 1",
+        "tpm_nodes{status=\"revoked\"} 1",
+        "tpm_certificate_expiry_seconds{node_id=\"1\"}",
+        "tpm_trust_verification_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_are_404_wrong_methods_405_and_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    for path in [
+        "/",
+        "/trust",
+        "/trust/nodes",
+        "/trust/status/extra",
+        "/trust/certificate/1/x",
+    ] {
+        let (code, body) = s.get(path).await;
+        assert_eq!(code, 404, "{path}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    for (path, post) in [
+        ("/trust/status", true),
+        ("/trust/enroll", false),
+        ("/trust/revoke/1", false),
+        ("/trust/verify/1", false),
+        ("/trust/crl", true),
+    ] {
+        let code = if post {
+            s.post(path, None).await.0
+        } else {
+            s.get(path).await.0
+        };
+        assert_eq!(code, 405, "{path}");
+    }
+    s.stop().await;
+}

@@ -1,0 +1,95 @@
+//! The long-running commands: a tokio runtime, a listener, and one shutdown signal
+//! (SIGTERM or Ctrl-C) that stops accepting and drains in-flight requests.
+
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+use trust_core::UnixTime;
+
+use crate::cli::AuthorityArgs;
+use crate::error::{Error, Result};
+use crate::offline::name_policy;
+
+/// `trust-proxy authority`.
+pub fn authority(args: AuthorityArgs) -> Result<()> {
+    let token = match (&args.bootstrap_token_file, &args.bootstrap_token) {
+        (Some(path), None) => std::fs::read_to_string(path)
+            .map_err(Error::no_input(path))?
+            .trim()
+            .to_owned(),
+        (None, Some(token)) => token.clone(),
+        _ => {
+            return Err(Error::Usage(
+                "give the bootstrap token with --bootstrap-token-file (or TRUST_BOOTSTRAP_TOKEN)"
+                    .into(),
+            ));
+        }
+    };
+    let mut config = authority::AuthorityConfig::new(
+        args.state.state_dir.clone(),
+        authority::Secret::new(token),
+    );
+    config.trust_domain = args
+        .trust_domain
+        .parse()
+        .map_err(|e| Error::Usage(format!("--trust-domain: {e}")))?;
+    config.crl_validity = args.crl_validity;
+    config.names = name_policy(&args.names)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let (service, created) =
+            authority::Authority::open(config, now()).map_err(authority_error)?;
+        if created {
+            tracing::info!(state_dir = %args.state.state_dir.display(), "created a new root CA");
+        }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| Error::Usage(format!("--listen {}: {e}", args.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Usage(format!("--listen {}: {e}", args.listen)))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tracing::info!(%addr, "authority serving");
+        println!("listening on {addr}");
+        authority::run(listener, std::sync::Arc::new(service), shutdown)
+            .await
+            .map_err(authority_error)
+    })
+}
+
+fn authority_error(e: authority::Error) -> Error {
+    match e {
+        authority::Error::Config(msg) => Error::Usage(msg),
+        authority::Error::Store(s) => Error::Store(s),
+        other => Error::Service(other.to_string()),
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+    shutdown.cancel();
+}
+
+fn now() -> UnixTime {
+    UnixTime::since_unix_epoch(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
