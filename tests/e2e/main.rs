@@ -6,6 +6,7 @@
 
 mod support;
 
+mod authority_crash;
 mod cli_exit_codes;
 mod openssl_interop;
 mod python_interop;

@@ -135,3 +135,64 @@ impl CliCa {
             .arg(self.state()))
     }
 }
+
+/// A `trust-proxy authority` process on 127.0.0.1:0, killed (SIGKILL) when dropped.
+pub struct AuthorityProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl AuthorityProcess {
+    /// Starts the authority over `state` with the token in `token_file`; returns once it
+    /// printed its address (it serves from then on).
+    pub fn start(state: &Path, token_file: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = trust_proxy()
+            .args(["authority", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .arg("--bootstrap-token-file")
+            .arg(token_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start trust-proxy authority");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for the authority")
+    }
+}
+
+impl Drop for AuthorityProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
