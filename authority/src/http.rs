@@ -234,6 +234,14 @@ async fn route(
                 },
             )
         }
+        ["trust", "renew"] => (
+            "renew",
+            if post {
+                renew(app, req).await
+            } else {
+                Err(Error::MethodNotAllowed)
+            },
+        ),
         ["trust", "enroll"] => (
             "enroll",
             if post {
@@ -258,9 +266,47 @@ async fn blocking(
         .and_then(|r| r)
 }
 
-async fn enroll(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn renew(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let mut headers = Vec::with_capacity(5);
+    for name in trust_core::signature::header::ALL {
+        let mut values = req.headers().get_all(name).iter();
+        let value = values
+            .next()
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| Error::BadRequest(format!("header {name} is not ASCII")))?;
+        if values.next().is_some() {
+            return Err(Error::BadRequest(format!("header {name} appears twice")));
+        }
+        headers.push(value);
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::BadRequest("a Host header is required".into()))?;
+    let body = read_body(app, req).await?;
+    blocking(app, move |a| {
+        let request = crate::service::RenewRequest {
+            headers: trust_core::ReceivedHeaders {
+                from_node: headers[0].as_deref(),
+                timestamp: headers[1].as_deref(),
+                nonce: headers[2].as_deref(),
+                node_auth: headers[3].as_deref(),
+                signature: headers[4].as_deref(),
+            },
+            host: &host,
+            body: &body,
+        };
+        Ok(json(StatusCode::OK, &a.renew(&request, now())?))
+    })
+    .await
+}
+
+async fn read_body(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Bytes> {
     let limit = app.config().max_body;
-    let body = Limited::new(req.into_body(), limit)
+    Ok(Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
@@ -272,7 +318,11 @@ async fn enroll(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response
                 Error::BadRequest("the request body could not be read".into())
             }
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn enroll(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<Body>> {
+    let body = read_body(app, req).await?;
     let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!("body must be JSON {{csr, token, node_id?}}: {e}"))
     })?;

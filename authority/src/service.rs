@@ -52,6 +52,23 @@ pub struct EnrollRequest {
     pub node_id: Option<serde_json::Value>,
 }
 
+/// `POST /trust/renew`: the raw body (it is signed) and what the signature covers.
+#[derive(Debug)]
+pub struct RenewRequest<'a> {
+    /// The signature headers as received.
+    pub headers: trust_core::ReceivedHeaders<'a>,
+    /// The `Host` the node addressed.
+    pub host: &'a str,
+    /// The body bytes, JSON `{csr}`.
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    csr: String,
+}
+
 /// `POST /trust/enroll` answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EnrollResponse {
@@ -309,6 +326,69 @@ impl Authority {
             not_after: record.not_after,
             existing,
         }
+    }
+
+    /// Renews a node's certificate for a new key. The request must be signed (the seed's
+    /// header scheme) with the node's current, valid key: that proves it is the node, the
+    /// CSR proves possession of the new key. The previous certificate stays valid until it
+    /// expires, so connections using it are not dropped during rotation.
+    pub fn renew(&self, request: &RenewRequest<'_>, now: UnixTime) -> Result<EnrollResponse> {
+        let from = request.headers.from_node.ok_or(Error::Unauthorized)?;
+        let id: NodeId = from.parse()?;
+        let current = self
+            .lock()
+            .registry
+            .node(id.get())
+            .map(|r| r.certificate.clone())
+            .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
+        let der = pem::parse(&current)
+            .map_err(|e| Error::Internal(format!("stored certificate of node {id}: {e}")))?
+            .into_contents();
+        let peer = self.cache.verify(&der, now).map_err(|e| {
+            Error::Forbidden(format!(
+                "node {id}'s current certificate does not verify: {e}"
+            ))
+        })?;
+        let parts =
+            trust_core::RequestParts::new("POST", request.host, "/trust/renew", request.body);
+        trust_core::signature::verify_request(
+            &request.headers,
+            &parts,
+            &peer,
+            &[request.host.to_owned()],
+            trust_core::SignatureWindow::default(),
+            now,
+        )
+        .map_err(|r| {
+            tracing::info!(node_id = %id, reason = r.label(), "renewal signature refused");
+            Error::Unauthorized
+        })?;
+        let body: RenewBody = serde_json::from_slice(request.body)
+            .map_err(|e| Error::BadRequest(format!("body must be JSON {{csr}}: {e}")))?;
+        let csr = VerifiedCsr::from_pem(&body.csr, &self.config.names)?;
+        let key = URL_SAFE_NO_PAD.encode(Sha256::digest(&csr.spki_der));
+        let mut state = self.lock();
+        if let Some(other) = state.registry.node_for_key(&key)
+            && other != id.get()
+        {
+            return Err(Error::Conflict(format!(
+                "this key is enrolled as node {other}"
+            )));
+        }
+        let issued = self.ca.issue(&csr, &Subject::Node(id), now)?;
+        let record = NodeRecord {
+            node_id: id.get(),
+            key,
+            serial: issued.serial.to_string(),
+            certificate: issued.pem,
+            issued_at: now.as_secs(),
+            not_after: issued.not_after.as_secs(),
+        };
+        state.registry.append(record.clone())?;
+        drop(state);
+        self.metrics.count_enrollment("renewed");
+        tracing::info!(node_id = %id, serial = %record.serial, "renewed");
+        Ok(self.answer(&record, false))
     }
 
     /// Revokes a node's current certificate and publishes a new CRL before answering.

@@ -79,3 +79,100 @@ async fn the_same_key_keeps_its_identity_and_a_taken_id_is_refused() {
     assert_eq!(s.status().await["total_nodes"], 2);
     s.stop().await;
 }
+
+/// Posts a renewal for `csr`, signed by `signer` as `from`, with `tamper` applied to the
+/// body after signing.
+async fn renew(
+    s: &Server,
+    signer: &trust_core::MessageSigner,
+    csr: &str,
+    tamper: bool,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::to_vec(&json!({"csr": csr})).unwrap();
+    let host = s.url.trim_start_matches("http://").to_owned();
+    let parts = trust_core::RequestParts::new("POST", &host, "/trust/renew", &body);
+    let headers = signer.sign(&parts, crate::server::now()).unwrap();
+    let mut sent = body.clone();
+    if tamper {
+        // Still valid JSON, but not the bytes that were signed.
+        sent.push(b' ');
+    }
+    let mut req = s.client.post(format!("{}/trust/renew", s.url)).body(sent);
+    for (name, value) in headers.pairs() {
+        req = req.header(name, value);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn signer_for(key: &trust_core::NodeKey, id: u32, cert_pem: &str) -> trust_core::MessageSigner {
+    let key = trust_core::NodeKey::from_pkcs8_der(key.pkcs8_der().secret_pkcs8_der()).unwrap();
+    let der = pem::parse(cert_pem).unwrap().into_contents();
+    trust_core::MessageSigner::new(
+        key,
+        &trust_core::Subject::Node(trust_core::NodeId::new(id).unwrap()),
+        &der,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_renews_for_a_new_key_only_when_signed_with_its_current_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (key_a, csr_a) = key_and_csr().await;
+    let (key_m, csr_m) = key_and_csr().await;
+    let (_, a) = s.enroll(&csr_a, None).await;
+    let (_, m) = s.enroll(&csr_m, None).await;
+    let signer_a = signer_for(&key_a, 1, a["certificate"].as_str().unwrap());
+    let signer_m = signer_for(&key_m, 2, m["certificate"].as_str().unwrap());
+    let (_, new_csr) = key_and_csr().await;
+
+    // Unsigned, tampered after signing, or signed by another node: refused.
+    let unsigned = s
+        .client
+        .post(format!("{}/trust/renew", s.url))
+        .json(&json!({"csr": new_csr}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    assert_eq!(renew(&s, &signer_a, &new_csr, true).await.0, 401);
+    let (code, _) = renew(&s, &signer_m, &new_csr, false).await;
+    assert_eq!(code, 200, "node 2 may renew itself");
+    let (_, newer_csr) = key_and_csr().await;
+    // Node 2's signature claiming to be node 1 fails: X-From-Node must match the signer.
+    let mut req = s.client.post(format!("{}/trust/renew", s.url));
+    let body = serde_json::to_vec(&json!({"csr": newer_csr})).unwrap();
+    let host = s.url.trim_start_matches("http://").to_owned();
+    let mut h = signer_m
+        .sign(
+            &trust_core::RequestParts::new("POST", &host, "/trust/renew", &body),
+            crate::server::now(),
+        )
+        .unwrap();
+    h.from_node = "1".into();
+    for (name, value) in h.pairs() {
+        req = req.header(name, value);
+    }
+    assert_eq!(req.body(body).send().await.unwrap().status(), 401);
+
+    // The real node 1 renews: same id, new serial, new certificate current.
+    let (code, renewed) = renew(&s, &signer_a, &newer_csr, false).await;
+    assert_eq!(code, 200, "{renewed}");
+    assert_eq!(renewed["node_id"], "1");
+    assert_ne!(renewed["serial"], a["serial"]);
+    assert_eq!(
+        s.get("/trust/certificate/1").await.1["certificate"],
+        renewed["certificate"]
+    );
+    assert_eq!(s.status().await["verified_nodes"], 2);
+
+    // A revoked node cannot renew.
+    assert_eq!(s.post("/trust/revoke/2", None).await.0, 200);
+    let (_, late_csr) = key_and_csr().await;
+    let signer_m2 = signer_for(&key_m, 2, m["certificate"].as_str().unwrap());
+    let (code, body) = renew(&s, &signer_m2, &late_csr, false).await;
+    assert_eq!(code, 403, "{body}");
+    s.stop().await;
+}
