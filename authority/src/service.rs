@@ -297,9 +297,25 @@ impl Authority {
             },
         };
         let node = NodeId::new(id).ok_or_else(|| Error::Conflict("no node id left".into()))?;
-        let issued = self.ca.issue(&csr, &Subject::Node(node), now)?;
+        let record = self.issue_and_record(&mut state, &csr, key, node, now)?;
+        drop(state);
+        tracing::info!(node_id = id, serial = %record.serial, "enrolled");
+        Ok(self.answer(&record, false))
+    }
+
+    /// Issues a certificate for `node` and appends it to the registry (fsync'd) under the
+    /// state lock the caller holds.
+    fn issue_and_record(
+        &self,
+        state: &mut State,
+        csr: &VerifiedCsr,
+        key: String,
+        node: NodeId,
+        now: UnixTime,
+    ) -> Result<NodeRecord> {
+        let issued = self.ca.issue(csr, &Subject::Node(node), now)?;
         let record = NodeRecord {
-            node_id: id,
+            node_id: node.get(),
             key,
             serial: issued.serial.to_string(),
             certificate: issued.pem,
@@ -307,9 +323,7 @@ impl Authority {
             not_after: issued.not_after.as_secs(),
         };
         state.registry.append(record.clone())?;
-        drop(state);
-        tracing::info!(node_id = id, serial = %record.serial, "enrolled");
-        Ok(self.answer(&record, false))
+        Ok(record)
     }
 
     fn answer(&self, record: &NodeRecord, existing: bool) -> EnrollResponse {
@@ -375,16 +389,7 @@ impl Authority {
                 "this key is enrolled as node {other}"
             )));
         }
-        let issued = self.ca.issue(&csr, &Subject::Node(id), now)?;
-        let record = NodeRecord {
-            node_id: id.get(),
-            key,
-            serial: issued.serial.to_string(),
-            certificate: issued.pem,
-            issued_at: now.as_secs(),
-            not_after: issued.not_after.as_secs(),
-        };
-        state.registry.append(record.clone())?;
+        let record = self.issue_and_record(&mut state, &csr, key, id, now)?;
         drop(state);
         self.metrics.count_enrollment("renewed");
         tracing::info!(node_id = %id, serial = %record.serial, "renewed");

@@ -150,6 +150,21 @@ pub enum CaCommand {
         #[arg(long, default_value = "Sovereign Trust Root CA")]
         name: String,
     },
+    /// Bring an existing root (certificate + PKCS#8 key) into a new state directory, for the
+    /// authority to use instead of creating one.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca import --state-dir ./authority --cert my-root.pem --key my-root-key.pem"
+    )]
+    Import {
+        #[command(flatten)]
+        state: StateDir,
+        /// The root certificate (PEM): CA:TRUE, keyCertSign + cRLSign, URI SAN spiffe://<domain>.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (unencrypted PKCS#8 PEM, RSA).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Issue a certificate (1 year) from a node's CSR.
     #[command(
         after_help = "Example:\n  trust-proxy ca issue --state-dir ./certs --node-id 3 --csr node-3.csr --out node-3-cert.pem"

@@ -43,6 +43,20 @@ pub fn ca(command: CaCommand) -> Result<()> {
             println!("  trust domain: {domain}");
             Ok(())
         }
+        CaCommand::Import { state, cert, key } => {
+            let cert_pem = read_text(&cert)?;
+            let key_pem = read_text(&key)?;
+            let ca = trust_core::CertificateAuthority::from_pem(&cert_pem, &key_pem)
+                .map_err(Error::bad_input(&cert))?;
+            let mut dir = CaDirectory::import(&state.state_dir, ca)?;
+            dir.publish_crl(now(), Duration::from_secs(24 * 3600))?;
+            println!(
+                "root imported into {} (fingerprint {})",
+                state.state_dir.display(),
+                dir.ca().root().fingerprint()
+            );
+            Ok(())
+        }
         CaCommand::Issue {
             state,
             subject,

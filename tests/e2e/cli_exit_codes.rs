@@ -75,3 +75,30 @@ fn an_unopened_state_dir_says_how_to_create_one() {
     assert_eq!(out.status.code(), Some(66), "{}", text(&out));
     assert!(text(&out).contains("trust-proxy ca init"), "{}", text(&out));
 }
+
+#[test]
+fn an_existing_root_can_be_imported_and_a_mismatched_pair_is_refused() {
+    let a = CliCa::init();
+    let b = CliCa::init();
+    let into = a.path("imported");
+    ok(trust_proxy()
+        .args(["ca", "import", "--state-dir"])
+        .arg(&into)
+        .arg("--cert")
+        .arg(a.ca_cert())
+        .arg("--key")
+        .arg(a.state().join("ca-key.pem")));
+    assert_eq!(
+        std::fs::read(into.join("ca-cert.pem")).unwrap(),
+        std::fs::read(a.ca_cert()).unwrap()
+    );
+    let out = run(trust_proxy()
+        .args(["ca", "import", "--state-dir"])
+        .arg(a.path("mismatch"))
+        .arg("--cert")
+        .arg(a.ca_cert())
+        .arg("--key")
+        .arg(b.state().join("ca-key.pem")));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).contains("does not match"), "{}", text(&out));
+}
