@@ -119,6 +119,16 @@ fn now() -> UnixTime {
 
 async fn handle(app: Arc<Authority>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    // The authority's own sidecar strips X-Verified-* from outside and sets them from the
+    // verified client certificate; on loopback that is the only writer.
+    if let Some(id) = req
+        .headers()
+        .get("x-verified-node-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        let (a, id) = (Arc::clone(&app), id.to_owned());
+        let _ = tokio::task::spawn_blocking(move || a.seen(&id, now())).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (route, result) = route(&app, req).await;
@@ -169,6 +179,19 @@ async fn route(
             allowed(
                 get,
                 blocking(app, |a| Ok(json(StatusCode::OK, &a.status(now())))).await,
+            ),
+        ),
+        ["trust", "nodes"] => (
+            "nodes",
+            allowed(
+                get,
+                blocking(app, |a| {
+                    Ok(json(
+                        StatusCode::OK,
+                        &serde_json::json!({"nodes": a.nodes(now())}),
+                    ))
+                })
+                .await,
             ),
         ),
         ["trust", "ca-certificate"] => (

@@ -4,6 +4,7 @@
 //! blocking pool. One lock serialises changes to the CA folder and the registry; an answer
 //! is given only after what it acknowledges is on disk.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
@@ -130,6 +131,26 @@ pub struct StatusResponse {
     pub revoked_certificates: usize,
 }
 
+/// One row of `GET /trust/nodes`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeSummary {
+    /// The node.
+    pub node_id: String,
+    /// `verified`, or the refusal label of its current certificate (`revoked`, `expired`, ...).
+    pub status: String,
+    /// Current certificate serial, hex.
+    pub serial: String,
+    /// First enrollment, unix seconds.
+    pub enrolled_at: u64,
+    /// Current certificate issued, unix seconds.
+    pub issued_at: u64,
+    /// Current certificate `notAfter`, unix seconds.
+    pub not_after: u64,
+    /// Last heard from since the authority started (enroll, renew, or a request its sidecar
+    /// forwarded), unix seconds.
+    pub last_seen: Option<u64>,
+}
+
 /// Nodes by status, for status and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct NodeCounts {
@@ -146,6 +167,8 @@ pub struct NodeCounts {
 struct State {
     dir: CaDirectory,
     registry: Registry,
+    /// When each node was last heard from (soft state, not persisted).
+    last_seen: HashMap<u32, u64>,
 }
 
 /// The trust authority.
@@ -189,7 +212,11 @@ impl Authority {
             Self {
                 config,
                 ca,
-                state: Mutex::new(State { dir, registry }),
+                state: Mutex::new(State {
+                    dir,
+                    registry,
+                    last_seen: HashMap::new(),
+                }),
                 cache,
                 crl,
                 metrics,
@@ -282,7 +309,9 @@ impl Authority {
                     )));
                 }
                 if record.not_after > now.as_secs() + 3600 {
-                    return Ok(self.answer(record, true));
+                    let answer = self.answer(record, true);
+                    state.last_seen.insert(existing, now.as_secs());
+                    return Ok(answer);
                 }
                 existing
             }
@@ -323,6 +352,7 @@ impl Authority {
             not_after: issued.not_after.as_secs(),
         };
         state.registry.append(record.clone())?;
+        state.last_seen.insert(record.node_id, now.as_secs());
         Ok(record)
     }
 
@@ -508,6 +538,51 @@ impl Authority {
                 .observe_node_certificate(*id, *issued_at, *not_after, now);
         }
         (certificates.len(), counts)
+    }
+
+    /// Notes that `node_id` was heard from (its sidecar forwards `X-Verified-Node-Id`).
+    pub fn seen(&self, node_id: &str, now: UnixTime) {
+        if let Ok(id) = node_id.parse::<NodeId>() {
+            let mut state = self.lock();
+            if state.registry.node(id.get()).is_some() {
+                state.last_seen.insert(id.get(), now.as_secs());
+            }
+        }
+    }
+
+    /// The `/trust/nodes` answer: every node, its current certificate and status.
+    pub fn nodes(&self, now: UnixTime) -> Vec<NodeSummary> {
+        let rows: Vec<(NodeRecord, Option<u64>, Option<u64>)> = {
+            let state = self.lock();
+            state
+                .registry
+                .nodes()
+                .map(|r| {
+                    (
+                        r.clone(),
+                        state.registry.enrolled_at(r.node_id),
+                        state.last_seen.get(&r.node_id).copied(),
+                    )
+                })
+                .collect()
+        };
+        let mut out: Vec<NodeSummary> = rows
+            .into_iter()
+            .map(|(r, enrolled_at, last_seen)| NodeSummary {
+                status: match self.check(&r.certificate, now) {
+                    Ok(()) => "verified".to_owned(),
+                    Err(reason) => reason.label().to_owned(),
+                },
+                node_id: r.node_id.to_string(),
+                serial: r.serial,
+                enrolled_at: enrolled_at.unwrap_or(r.issued_at),
+                issued_at: r.issued_at,
+                not_after: r.not_after,
+                last_seen,
+            })
+            .collect();
+        out.sort_by_key(|n| n.node_id.parse::<u32>().unwrap_or(u32::MAX));
+        out
     }
 
     /// The `/trust/status` answer.

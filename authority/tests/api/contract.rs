@@ -76,6 +76,30 @@ async fn every_route_answers_with_the_contracted_shape() {
     );
     assert_eq!(revoke["revoked"], true);
 
+    let (code, nodes) = s.get("/trust/nodes").await;
+    assert_eq!(code, 200);
+    let row = &nodes["nodes"][0];
+    assert_eq!(
+        keys(row),
+        [
+            "enrolled_at",
+            "issued_at",
+            "last_seen",
+            "node_id",
+            "not_after",
+            "serial",
+            "status"
+        ]
+    );
+    assert_eq!(
+        (row["node_id"].as_str(), row["status"].as_str()),
+        (Some("1"), Some("revoked"))
+    );
+    assert!(
+        row["last_seen"].as_u64().is_some(),
+        "enrolling counts as being seen"
+    );
+
     for path in ["/healthz", "/readyz"] {
         assert_eq!(s.get(path).await.0, 200, "{path}");
     }
@@ -120,7 +144,7 @@ async fn unknown_routes_are_404_wrong_methods_405_and_errors_are_json() {
     for path in [
         "/",
         "/trust",
-        "/trust/nodes",
+        "/trust/node",
         "/trust/status/extra",
         "/trust/certificate/1/x",
     ] {
