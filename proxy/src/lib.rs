@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`cli`] | argument parsing, logging set-up, dispatch, exit codes |
 //! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
+//! | [`tls`] | rustls client-certificate verification over `trust-core`'s trust cache |
 //! | [`serve`] | the long-running commands: `authority` (and, next, the sidecar) |
 //! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
 
@@ -17,5 +18,6 @@ pub mod cli;
 pub mod error;
 pub mod offline;
 pub mod serve;
+pub mod tls;
 
 pub use error::{Error, Result};
