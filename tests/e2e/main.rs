@@ -8,5 +8,6 @@ mod support;
 
 mod authority_crash;
 mod cli_exit_codes;
+mod ingress;
 mod openssl_interop;
 mod python_interop;

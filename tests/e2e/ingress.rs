@@ -1,0 +1,296 @@
+//! The sidecar's inbound path, in process on 127.0.0.1: a verified peer's request reaches
+//! the app with identity headers it set (spoofed ones removed); a peer revoked while its
+//! keep-alive connection is open is refused on its next request; signatures are required
+//! where configured and bound to the TLS peer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use trust_core::testing::{TestNode, TestPki};
+use trust_core::{
+    CacheSettings, CertificateVerifier, MessageSigner, NodeKey, RequestParts, TrustCache,
+    VerifySettings,
+};
+use trust_proxy::ingress::{Ingress, IngressSettings};
+
+static PKI: LazyLock<TestPki> = LazyLock::new(TestPki::new);
+
+fn crl(revoked: &[&trust_core::Serial], number: u64) -> trust_core::RevocationList {
+    let now = UnixTime::now();
+    let signed = PKI.signed_crl(revoked, number, now, Duration::from_secs(3600));
+    trust_core::RevocationList::from_der(&signed.der, PKI.ca.root(), now).unwrap()
+}
+
+struct Node {
+    authority: String,
+    addr: std::net::SocketAddr,
+    cache: Arc<TrustCache>,
+    app_hits: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An echo app: answers with the request's headers as JSON, counting requests.
+async fn start_app(hits: Arc<AtomicUsize>, stop: CancellationToken) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! { _ = stop.cancelled() => return, a = listener.accept() => a.unwrap() };
+            let hits = Arc::clone(&hits);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.to_string(),
+                                    Value::String(v.to_str().unwrap_or("").into()),
+                                )
+                            })
+                            .collect();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from(Value::Object(headers).to_string()),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn start_node() -> Node {
+    let stop = CancellationToken::new();
+    let app_hits = Arc::new(AtomicUsize::new(0));
+    let upstream = start_app(Arc::clone(&app_hits), stop.clone()).await;
+    let cache = Arc::new(TrustCache::new(
+        CertificateVerifier::new(PKI.ca.root().clone(), VerifySettings::default()),
+        CacheSettings::default(),
+    ));
+    cache.install_crl(crl(&[], 1)).unwrap();
+    let me = PKI.node(50);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let authority = format!("localhost:{}", addr.port());
+    let settings = IngressSettings {
+        upstream,
+        local_authorities: vec![authority.clone()],
+        signed_prefixes: vec!["/fl/".into()],
+        max_body: 1 << 20,
+        upstream_timeout: Duration::from_secs(10),
+        handshake_timeout: Duration::from_secs(10),
+        window: Default::default(),
+    };
+    let ingress = Ingress::new(
+        Arc::clone(&cache),
+        vec![me.cert.der.clone()],
+        PrivateKeyDer::Pkcs8(me.key.pkcs8_der()),
+        settings,
+    )
+    .unwrap();
+    tokio::spawn(trust_proxy::ingress::serve(
+        listener,
+        Arc::new(ingress),
+        stop.clone(),
+    ));
+    Node {
+        authority,
+        addr,
+        cache,
+        app_hits,
+        stop,
+    }
+}
+
+/// An HTTP/1.1 keep-alive connection over mTLS as `client`.
+async fn connect(node: &Node, client: &TestNode) -> SendRequest<Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(PKI.ca.root().der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![client.cert.der.clone()],
+        PrivateKeyDer::Pkcs8(client.key.pkcs8_der()),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn send(
+    conn: &mut SendRequest<Full<Bytes>>,
+    node: &Node,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, Value) {
+    let mut req = http::Request::post(path).header("host", &node.authority);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let response = conn
+        .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn signer(node: &TestNode) -> MessageSigner {
+    let key = NodeKey::from_pkcs8_der(node.key.pkcs8_der().secret_pkcs8_der()).unwrap();
+    MessageSigner::new(key, &node.subject, &node.cert.der)
+}
+
+fn signed(node: &Node, by: &TestNode, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let h = signer(by)
+        .sign(
+            &RequestParts::new("POST", &node.authority, path, body),
+            UnixTime::now(),
+        )
+        .unwrap();
+    h.pairs().iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_peer_reaches_the_app_with_identity_headers_and_spoofed_ones_never_do() {
+    let node = start_node().await;
+    let peer = PKI.node(1);
+    let mut conn = connect(&node, &peer).await;
+    let spoof = [
+        ("x-verified-node-id", "99".to_string()),
+        ("X-Verified-Roles", "admin".to_string()),
+        ("x-verified-anything", "x".to_string()),
+    ];
+    let (code, seen) = send(&mut conn, &node, "/status", b"", &spoof).await;
+    assert_eq!(code, 200, "{seen}");
+    assert_eq!(seen["x-verified-node-id"], "1");
+    assert_eq!(
+        seen["x-verified-spiffe-id"],
+        "spiffe://test.sovereign/node/1"
+    );
+    assert_eq!(seen["x-verified-roles"], "node");
+    assert_eq!(seen["x-verified-signature"], "false");
+    assert!(seen.get("x-verified-anything").is_none(), "{seen}");
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_revoked_during_a_keep_alive_connection_is_refused_on_its_next_request() {
+    let node = start_node().await;
+    let peer = PKI.node(2);
+    let mut conn = connect(&node, &peer).await;
+    assert_eq!(send(&mut conn, &node, "/a", b"", &[]).await.0, 200);
+    node.cache
+        .install_crl(crl(&[&peer.cert.serial], 2))
+        .unwrap();
+    let (code, body) = send(&mut conn, &node, "/b", b"", &[]).await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        node.app_hits.load(Ordering::SeqCst),
+        1,
+        "the app never saw the refused request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_required_where_configured_and_bound_to_the_tls_peer() {
+    let node = start_node().await;
+    let (a, m) = (PKI.node(3), PKI.node(4));
+    let body = br#"{"round":1,"weights":[0.5]}"#;
+    let mut conn_a = connect(&node, &a).await;
+    assert_eq!(
+        send(&mut conn_a, &node, "/fl/update", body, &[]).await.0,
+        401,
+        "unsigned on a signed route"
+    );
+    let (code, seen) = send(
+        &mut conn_a,
+        &node,
+        "/fl/update",
+        body,
+        &signed(&node, &a, "/fl/update", body),
+    )
+    .await;
+    assert_eq!(code, 200, "{seen}");
+    assert_eq!(seen["x-verified-signature"], "true");
+    assert_eq!(
+        seen["x-from-node"], "3",
+        "the signature headers reach the app for its own records"
+    );
+    // Body altered after signing.
+    let headers = signed(&node, &a, "/fl/update", body);
+    assert_eq!(
+        send(
+            &mut conn_a,
+            &node,
+            "/fl/update",
+            br#"{"round":1,"weights":[9.9]}"#,
+            &headers
+        )
+        .await
+        .0,
+        401
+    );
+    // A's signature carried over M's connection.
+    let mut conn_m = connect(&node, &m).await;
+    assert_eq!(
+        send(
+            &mut conn_m,
+            &node,
+            "/fl/update",
+            body,
+            &signed(&node, &a, "/fl/update", body)
+        )
+        .await
+        .0,
+        401
+    );
+    // Duplicated signature headers are refused outright.
+    let mut dup = signed(&node, &a, "/fl/update", body);
+    dup.push(("x-nonce", "AAAAAAAAAAAAAAAAAAAAAA".into()));
+    assert_eq!(
+        send(&mut conn_a, &node, "/fl/update", body, &dup).await.0,
+        400
+    );
+    assert_eq!(
+        node.app_hits.load(Ordering::SeqCst),
+        1,
+        "only the good request reached the app"
+    );
+}
