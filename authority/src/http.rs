@@ -83,6 +83,7 @@ pub async fn run(
         });
     }
     refresher.abort();
+    authority.closing().cancel();
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -380,7 +381,12 @@ async fn crl(app: &Arc<Authority>, req: &Request<Incoming>) -> Result<Response<B
     let mut changes = app.crl_changes();
     let mut current = changes.borrow_and_update().clone();
     if known.as_deref() == Some(etag_of(current.number).as_str()) {
-        if wait.is_zero() || tokio::time::timeout(wait, changes.changed()).await.is_err() {
+        let changed = !wait.is_zero()
+            && tokio::select! {
+                r = tokio::time::timeout(wait, changes.changed()) => r.is_ok(),
+                _ = app.closing().cancelled() => false,
+            };
+        if !changed {
             return response(
                 StatusCode::NOT_MODIFIED,
                 "application/json",

@@ -179,6 +179,7 @@ pub struct Authority {
     cache: TrustCache,
     crl: watch::Sender<Arc<PublishedCrl>>,
     metrics: Metrics,
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Authority {
@@ -220,9 +221,16 @@ impl Authority {
                 cache,
                 crl,
                 metrics,
+                closing: tokio_util::sync::CancellationToken::new(),
             },
             created,
         ))
+    }
+
+    /// Cancelled when the server stops: long polls answer at once instead of holding the
+    /// drain for their full wait.
+    pub fn closing(&self) -> &tokio_util::sync::CancellationToken {
+        &self.closing
     }
 
     /// The settings.

@@ -10,12 +10,14 @@
 //! |---|---|
 //! | [`cli`] | argument parsing, logging set-up, dispatch, exit codes |
 //! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
+//! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, signature, identity headers, forwarding |
 //! | [`tls`] | rustls client-certificate verification over `trust-core`'s trust cache |
 //! | [`serve`] | the long-running commands: `authority` (and, next, the sidecar) |
 //! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
 
 pub mod cli;
+pub mod crl_follower;
 pub mod error;
 pub mod ingress;
 pub mod offline;

@@ -8,6 +8,7 @@ mod support;
 
 mod authority_crash;
 mod cli_exit_codes;
+mod crl_follow;
 mod ingress;
 mod openssl_interop;
 mod python_interop;

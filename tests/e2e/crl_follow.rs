@@ -1,0 +1,107 @@
+//! A sidecar's trust cache follows the authority's CRL: a revocation at the authority is
+//! refused by the sidecar as soon as the long poll returns; with the authority gone, the
+//! last good CRL keeps serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authority::{Authority, AuthorityConfig, Secret};
+use rustls::pki_types::UnixTime;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use trust_core::{
+    CacheSettings, CertificateRejection, CertificateVerifier, NodeKey, RootCertificate, TrustCache,
+    VerifySettings,
+};
+use trust_proxy::crl_follower::CrlFollower;
+
+const TOKEN: &str = "follow-test-token-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_at_the_authority_reaches_the_sidecar_cache_through_the_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuthorityConfig::new(dir.path().to_owned(), Secret::new(TOKEN));
+    let (authority, _) =
+        tokio::task::spawn_blocking(move || Authority::open(config, UnixTime::now()))
+            .await
+            .unwrap()
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop_authority = CancellationToken::new();
+    let served = tokio::spawn(authority::run(
+        listener,
+        Arc::new(authority),
+        stop_authority.clone(),
+    ));
+
+    let http = reqwest::Client::new();
+    let csr = tokio::task::spawn_blocking(|| {
+        NodeKey::generate()
+            .unwrap()
+            .certificate_request("n", &[], &[])
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let enrolled: Value = http
+        .post(format!("{url}/trust/enroll"))
+        .json(&json!({"csr": csr, "token": TOKEN}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cert = pem::parse(enrolled["certificate"].as_str().unwrap())
+        .unwrap()
+        .into_contents();
+    let root = RootCertificate::from_pem(enrolled["ca_certificate"].as_str().unwrap()).unwrap();
+
+    let cache = Arc::new(TrustCache::new(
+        CertificateVerifier::new(root, VerifySettings::default()),
+        CacheSettings::default(),
+    ));
+    let follower = CrlFollower::new(url.clone(), Arc::clone(&cache), Duration::from_secs(30));
+    let mut installed = follower.installed();
+    let stop_follower = CancellationToken::new();
+    let following = tokio::spawn(follower.run(stop_follower.clone()));
+    let first = *installed.wait_for(|n| *n > 0).await.unwrap();
+    let identity = cache.verify(&cert, UnixTime::now()).unwrap();
+
+    let sent = Instant::now();
+    let revoked: Value = http
+        .post(format!("{url}/trust/revoke/1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["revoked"], true);
+    installed.wait_for(|n| *n > first).await.unwrap();
+    eprintln!(
+        "revocation reached the sidecar cache {:?} after the revoke was sent",
+        sent.elapsed()
+    );
+    assert!(matches!(
+        cache.check_still_trusted(&identity, UnixTime::now()),
+        Err(trust_core::Error::CertificateRejected(
+            CertificateRejection::Revoked { .. }
+        ))
+    ));
+
+    // The authority goes away: the last good CRL keeps serving (and still says revoked).
+    stop_authority.cancel();
+    served.await.unwrap().unwrap();
+    let crl = cache.crl().unwrap();
+    assert!(crl.number() > first);
+    assert!(matches!(
+        cache.verify(&cert, UnixTime::now()),
+        Err(trust_core::Error::CertificateRejected(
+            CertificateRejection::Revoked { .. }
+        ))
+    ));
+    stop_follower.cancel();
+    following.await.unwrap();
+}
