@@ -294,3 +294,59 @@ async fn signatures_are_required_where_configured_and_bound_to_the_tls_peer() {
         "only the good request reached the app"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_is_413_and_a_dead_app_is_502_and_the_next_request_still_works() {
+    let node = start_node().await;
+    let peer = PKI.node(5);
+    let mut conn = connect(&node, &peer).await;
+    let huge = vec![b'x'; (1 << 20) + 1];
+    let (code, _) = send(&mut conn, &node, "/upload", &huge, &[]).await;
+    assert_eq!(code, 413);
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+    let mut conn = connect(&node, &peer).await;
+    assert_eq!(send(&mut conn, &node, "/ok", b"", &[]).await.0, 200);
+
+    // The app goes away: a clear 502, not a hang or a panic.
+    let dead = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let cache = Arc::clone(&node.cache);
+    let me = PKI.node(51);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = IngressSettings {
+        upstream: dead,
+        local_authorities: vec![format!("localhost:{}", addr.port())],
+        signed_prefixes: vec![],
+        max_body: 1024,
+        upstream_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(5),
+        window: Default::default(),
+    };
+    let ingress = Ingress::new(
+        cache,
+        vec![me.cert.der.clone()],
+        PrivateKeyDer::Pkcs8(me.key.pkcs8_der()),
+        settings,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(trust_proxy::ingress::serve(
+        listener,
+        Arc::new(ingress),
+        stop.clone(),
+    ));
+    let broken = Node {
+        authority: format!("localhost:{}", addr.port()),
+        addr,
+        cache: Arc::clone(&node.cache),
+        app_hits: Arc::new(AtomicUsize::new(0)),
+        stop,
+    };
+    let mut conn = connect(&broken, &peer).await;
+    let (code, body) = send(&mut conn, &broken, "/x", b"", &[]).await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body["error"].is_string());
+}
