@@ -1,5 +1,5 @@
 //! The authority's Prometheus metrics, in an explicit registry (no globals), rendered by
-//! `GET /metrics`. Names follow `docs/metrics.md`; labels stay low-cardinality except
+//! `GET /metrics`. Names follow `../shared/DESIGN.md` (the catalog, `docs/metrics.md`, comes with the monitoring issue); labels stay low-cardinality except
 //! `node_id` on the per-node certificate gauges (one series per node, by design).
 
 use std::time::Instant;

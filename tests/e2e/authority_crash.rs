@@ -183,8 +183,9 @@ fn sigterm_drains_and_exits_zero() {
     let token = dir.path().join("token");
     std::fs::write(&token, TOKEN).unwrap();
     let mut authority = AuthorityProcess::start(&dir.path().join("authority"), &token);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &authority.pid().to_string()])
+    // bash's built-in kill, by PID: no procps package needed on a fresh machine.
+    let status = std::process::Command::new("bash")
+        .args(["-c", &format!("kill -TERM {}", authority.pid())])
         .status()
         .unwrap();
     assert!(status.success());
