@@ -55,6 +55,9 @@ pub struct AuthorityConfig {
     pub max_body: usize,
     /// The id `/trust/status` reports for the authority itself.
     pub node_id: String,
+    /// Lifetime of the node certificates issued (1 year; shorter for short-lived
+    /// certificates, which sidecars renew at two thirds of their life).
+    pub node_validity: Duration,
 }
 
 impl AuthorityConfig {
@@ -72,6 +75,7 @@ impl AuthorityConfig {
             max_long_poll: Duration::from_secs(60),
             max_body: 64 * 1024,
             node_id: "authority".into(),
+            node_validity: trust_core::ca::LEAF_VALIDITY,
         }
     }
 
@@ -87,6 +91,13 @@ impl AuthorityConfig {
         }
         if self.max_long_poll > Duration::from_secs(300) || self.max_long_poll.is_zero() {
             return Err(Error::Config("max_long_poll: between 1 s and 300 s".into()));
+        }
+        if self.node_validity < Duration::from_secs(10)
+            || self.node_validity > trust_core::ca::LEAF_VALIDITY
+        {
+            return Err(Error::Config(
+                "node_validity: between 10 s and 365 days".into(),
+            ));
         }
         if self.max_body < 4096 {
             return Err(Error::Config(

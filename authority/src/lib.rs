@@ -29,4 +29,4 @@ pub mod service;
 pub use config::{AuthorityConfig, Secret};
 pub use error::{Error, Result};
 pub use http::run;
-pub use service::Authority;
+pub use service::{Authority, EnrollResponse};

@@ -350,7 +350,12 @@ impl Authority {
         node: NodeId,
         now: UnixTime,
     ) -> Result<NodeRecord> {
-        let issued = self.ca.issue(csr, &Subject::Node(node), now)?;
+        let issued = self.ca.issue_with_validity(
+            csr,
+            &Subject::Node(node),
+            now,
+            self.config.node_validity,
+        )?;
         let record = NodeRecord {
             node_id: node.get(),
             key,

@@ -18,8 +18,10 @@ Exit codes:
   64  bad arguments (the message names the flag)
   65  an input file's content is unusable (not PEM, refused CSR, ...)
   66  an input file is missing or unreadable
+  69  the trust authority could not be reached (run: after retrying)
   73  an output file could not be created (e.g. it already exists)
-  74  other I/O or state-directory failure";
+  74  other I/O or state-directory failure
+  77  the authority refused this node (bad bootstrap token, id taken, CA pin mismatch)";
 
 /// The trust proxy: an mTLS + message-signature + Wasm-policy sidecar, and the offline PKI
 /// tools around it.
@@ -66,6 +68,39 @@ pub enum Command {
         after_help = "Example:\n  openssl rand -hex 32 > token && chmod 600 token\n  trust-proxy authority --state-dir ./authority --listen 127.0.0.1:7000 --bootstrap-token-file token\n\nPrints `listening on <addr>` once it serves. SIGTERM or Ctrl-C drains in-flight requests and exits 0."
     )]
     Authority(AuthorityArgs),
+    /// Run the sidecar beside an app: mTLS ingress, signed egress, CRL watch, rotation.
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+}
+
+const RUN_HELP: &str = "\
+Start-up: creates the node key (0600) if there is none, fetches the CA certificate (checked
+against authority.ca_fingerprint when set), enrolls with the bootstrap token if there is no
+valid certificate, loads the last CRL and follows the authority's, then serves. Prints one
+line per listener once it serves:
+  ingress listening on <addr>
+  egress listening on <addr>
+  admin listening on <addr>
+
+Every config field can be set from the environment: TRUST_PROXY_<FIELD> at the top level,
+TRUST_PROXY_<SECTION>_<FIELD> in a section (e.g. TRUST_PROXY_INGRESS_LISTEN=0.0.0.0:8443).
+
+Example:
+  trust-proxy run --config /etc/trust-proxy/sidecar.toml
+  HTTP_PROXY=http://127.0.0.1:8080 flask run   # the app's outbound calls are signed
+
+A commented config: docs/examples/sidecar.toml. SIGTERM or Ctrl-C stops accepting, lets
+in-flight requests finish (shutdown_grace) and exits 0.";
+
+/// `trust-proxy run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The sidecar's TOML config file.
+    #[arg(long, env = "TRUST_PROXY_CONFIG")]
+    pub config: PathBuf,
+    /// How long to keep retrying an unreachable authority at start-up before giving up (exit 69).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub startup_timeout: Duration,
 }
 
 /// `trust-proxy authority`
@@ -93,6 +128,9 @@ pub struct AuthorityArgs {
     /// How long each published CRL is valid; it is re-published at half that.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub crl_validity: Duration,
+    /// Lifetime of issued node certificates; sidecars renew at two thirds of it.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub node_validity: Duration,
     #[command(flatten)]
     #[allow(missing_docs, reason = "flattened group documents itself")]
     pub names: NamePolicyArgs,
@@ -406,6 +444,7 @@ pub fn run(command: Command) -> crate::Result<()> {
         Command::Cert(c) => offline::cert(c),
         Command::Message(c) => offline::message(c),
         Command::Authority(args) => crate::serve::authority(args),
+        Command::Run(args) => crate::sidecar::run(args),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct CrlFollower {
     wait: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
     installed: watch::Sender<u64>,
+    metrics: Option<crate::metrics::Metrics>,
+    persist_to: Option<std::path::PathBuf>,
 }
 
 impl CrlFollower {
@@ -44,7 +46,22 @@ impl CrlFollower {
             wait,
             client: Client::builder(TokioExecutor::new()).build(connector),
             installed,
+            metrics: None,
+            persist_to: None,
         }
+    }
+
+    /// Counts failures and the last successful poll in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Writes each installed CRL (DER) to `path` atomically, so a restart while the
+    /// authority is down starts with the last good CRL.
+    pub fn persist_to(mut self, path: std::path::PathBuf) -> Self {
+        self.persist_to = Some(path);
+        self
     }
 
     /// The number of the CRL installed last; changes wake the receiver.
@@ -64,12 +81,18 @@ impl CrlFollower {
             };
             match poll {
                 Ok(next) => {
+                    if let Some(m) = &self.metrics {
+                        m.crl_last_fetch.set(now().as_secs() as i64);
+                    }
                     backoff = Duration::from_secs(1);
                     if next.is_some() {
                         etag = next;
                     }
                 }
                 Err(reason) => {
+                    if let Some(m) = &self.metrics {
+                        m.crl_failures.inc();
+                    }
                     tracing::warn!(authority = %self.authority, %reason, retry_in = ?backoff, "CRL update failed; keeping the last good CRL");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -120,6 +143,11 @@ impl CrlFollower {
                 match self.cache.install_crl(list).map_err(|e| e.to_string())? {
                     CrlUpdate::Installed { evicted } => {
                         tracing::info!(crl_number = number, evicted, "CRL installed");
+                        if let Some(path) = &self.persist_to
+                            && let Err(e) = trust_store::write_atomic(path, &der, 0o644)
+                        {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot keep a copy of the CRL; a restart will need the authority");
+                        }
                         self.installed.send_replace(number);
                     }
                     CrlUpdate::Unchanged => {}

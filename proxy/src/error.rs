@@ -9,8 +9,10 @@
 //! | 64 | bad arguments or configuration (the message names the flag or field) |
 //! | 65 | an input file's content is unusable (not PEM, refused CSR, ...) |
 //! | 66 | an input file is missing or unreadable |
+//! | 69 | the trust authority could not be reached (the sidecar retried first) |
 //! | 73 | an output file could not be created (e.g. it exists) |
 //! | 74 | other I/O or state-directory failure (including a corrupt authority state) |
+//! | 77 | the authority refused this node (bad bootstrap token, id taken, pin mismatch) |
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +57,12 @@ pub enum Error {
     /// A long-running service failed (state, I/O); the message says where.
     #[error("{0}")]
     Service(String),
+    /// The trust authority could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The trust authority (or a pinned fingerprint) refused this node.
+    #[error("{0}")]
+    NotPermitted(String),
     /// The PKI refused an operation on valid input.
     #[error(transparent)]
     Core(#[from] trust_core::Error),
@@ -71,6 +79,8 @@ impl Error {
             Self::Usage(_) => 64,
             Self::BadInput { .. } | Self::Core(_) => 65,
             Self::NoInput { .. } => 66,
+            Self::Unavailable(_) => 69,
+            Self::NotPermitted(_) => 77,
             Self::CannotCreate { .. } => 73,
             Self::Store(trust_store::Error::NotInitialised { .. }) => 66,
             Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,

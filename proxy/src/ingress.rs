@@ -1,19 +1,26 @@
 //! The sidecar's inbound path: mutual TLS with [`TrustClientVerifier`], then per request
-//! re-check the peer against the current CRL, verify the message signature (when present,
-//! or when the route requires one), strip any `X-Verified-*` headers that came from
-//! outside, set them from what was verified, and forward to the local app.
+//! re-check the peer against the current CRL, normalise the path, verify the message
+//! signature (when present, or when the route requires one), strip any `X-Verified-*`
+//! headers that came from outside, ask the [`Admission`] policy, set the identity headers
+//! from what was verified, and forward to the local app.
 //!
-//! Not yet here (issue 4 continues): the Wasm policy chain (issue 5), HTTP/2 flood limits,
-//! streaming of bodies that need no digest, the admin listener and metrics.
+//! Limits: connections are counted before `accept` (a full house waits in the kernel's
+//! backlog instead of costing memory), handshakes and request heads have deadlines, heads
+//! and HTTP/2 streams are bounded, and bodies are buffered (bounded) only where the
+//! signature's body digest needs them; otherwise they stream with a size cap.
+//!
+//! One path normalisation ([`normalise_path`]) serves route matching, policies and the
+//! forwarded request, so what a policy approved is what the app receives.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,8 +28,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use trust_core::signature::{self, verify_request};
@@ -30,7 +40,16 @@ use trust_core::{
     PeerIdentity, ReceivedHeaders, RequestParts, SignatureWindow, TrustCache, UnixTime,
 };
 
+use crate::metrics::Metrics;
+use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
 use crate::tls::TrustClientVerifier;
+
+/// Error type of bodies sent to the app.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of requests forwarded to the app.
+pub type UpstreamBody = BoxBody<Bytes, BoxError>;
+/// Body of responses the sidecar sends.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
 
 /// Identity headers the sidecar sets; any that arrive from outside are removed first.
 pub const VERIFIED_NODE_ID: &str = "x-verified-node-id";
@@ -58,61 +77,117 @@ const HOP_BY_HOP: [&str; 8] = [
 pub struct IngressSettings {
     /// The local app (plain HTTP, loopback).
     pub upstream: SocketAddr,
-    /// Names this node answers to (`host:port`), for the signature's destination check.
+    /// Names this node answers to (`host` or `host:port`), for the signature's
+    /// destination check.
     pub local_authorities: Vec<String>,
     /// Path prefixes where a message signature is required.
     pub signed_prefixes: Vec<String>,
-    /// Largest request body (bodies are buffered to digest them).
+    /// Path prefixes reachable without a client certificate.
+    pub anonymous_prefixes: Vec<String>,
+    /// Largest request body.
     pub max_body: usize,
     /// Time the app gets to answer.
     pub upstream_timeout: Duration,
     /// Time a client gets to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time a client gets to send a request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head, bytes.
+    pub max_header_bytes: usize,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_streams: u32,
+    /// Time in-flight requests get after shutdown is asked for.
+    pub drain: Duration,
     /// Accepted signature age and skew.
     pub window: SignatureWindow,
 }
 
-/// The inbound path: TLS config, trust cache, upstream client.
+impl IngressSettings {
+    /// Defaults for everything but the app's address.
+    pub fn new(upstream: SocketAddr) -> Self {
+        Self {
+            upstream,
+            local_authorities: Vec::new(),
+            signed_prefixes: Vec::new(),
+            anonymous_prefixes: Vec::new(),
+            max_body: 8 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 4096,
+            http2_max_streams: 256,
+            drain: Duration::from_secs(25),
+            window: SignatureWindow::default(),
+        }
+    }
+}
+
+/// The inbound path: TLS config, trust cache, policy, upstream client.
 pub struct Ingress {
     cache: Arc<TrustCache>,
     acceptor: TlsAcceptor,
     settings: IngressSettings,
-    upstream: Client<HttpConnector, Full<Bytes>>,
+    upstream: Client<HttpConnector, UpstreamBody>,
+    admission: Arc<dyn Admission>,
+    metrics: Metrics,
+    connections: Arc<Semaphore>,
 }
 
 impl Ingress {
-    /// Builds the inbound path serving `cert_chain`/`key` and trusting what `cache` trusts.
+    /// Builds the inbound path serving the certificate `server_cert` resolves (which may
+    /// change: rotation) and trusting what `cache` trusts.
     pub fn new(
         cache: Arc<TrustCache>,
-        cert_chain: Vec<rustls_pki_types::CertificateDer<'static>>,
-        key: rustls_pki_types::PrivateKeyDer<'static>,
+        server_cert: Arc<dyn ResolvesServerCert>,
         settings: IngressSettings,
+        admission: Arc<dyn Admission>,
+        metrics: Metrics,
     ) -> crate::Result<Self> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = TrustClientVerifier::new(Arc::clone(&cache))
+            .allow_anonymous(!settings.anonymous_prefixes.is_empty());
         let mut tls = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .and_then(|b| {
-                b.with_client_cert_verifier(Arc::new(TrustClientVerifier::new(Arc::clone(&cache))))
-                    .with_single_cert(cert_chain, key)
-            })
-            .map_err(|e| crate::Error::Usage(format!("node certificate or key: {e}")))?;
+            .map_err(|e| crate::Error::Usage(format!("TLS versions: {e}")))?
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_cert_resolver(server_cert);
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.upstream_timeout));
+        connector.set_nodelay(true);
         Ok(Self {
             cache,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            upstream: Client::builder(TokioExecutor::new()).build(connector),
+            upstream: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
+            admission,
+            metrics,
         })
     }
 }
 
-/// Accepts mTLS connections until `shutdown`, serving each with [`handle`].
+/// Accepts mTLS connections until `shutdown`, serving each with [`handle`]; then stops
+/// accepting and lets in-flight requests finish for up to `settings.drain`.
 pub async fn serve(listener: TcpListener, ingress: Arc<Ingress>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
     loop {
+        // Take a connection slot before accepting: at the limit, clients wait in the
+        // kernel's backlog and cost us nothing.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = Arc::clone(&ingress.connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -121,53 +196,111 @@ pub async fn serve(listener: TcpListener, ingress: Arc<Ingress>, shutdown: Cance
                 }
             },
         };
+        let _ = stream.set_nodelay(true);
         let ingress = Arc::clone(&ingress);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(
-                ingress.settings.handshake_timeout,
-                ingress.acceptor.accept(stream),
-            );
-            let tls = match handshake.await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // A resumed session skips the verifier: verify the restored certificate here.
-            let Some(cert) = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .cloned()
-            else {
-                return;
-            };
-            let identity = match ingress.cache.verify(&cert, now()) {
-                Ok(identity) => identity,
-                Err(e) => {
-                    tracing::info!(%peer, reason = %e, "peer refused after handshake");
-                    return;
-                }
-            };
-            let service = service_fn(move |req| {
-                let (ingress, identity) = (Arc::clone(&ingress), Arc::clone(&identity));
-                async move { Ok::<_, Infallible>(handle(&ingress, &identity, req).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
+            let _permit = permit;
+            ingress.metrics.connections.inc();
+            serve_connection(&ingress, stream, peer, watcher).await;
+            ingress.metrics.connections.dec();
         });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("ingress drained"),
+        _ = tokio::time::sleep(ingress.settings.drain) => {
+            tracing::warn!(grace = ?ingress.settings.drain, "ingress drain timed out; closing the remaining connections");
+        }
+    }
+}
+
+async fn serve_connection(
+    ingress: &Arc<Ingress>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let handshake = tokio::time::timeout(
+        ingress.settings.handshake_timeout,
+        ingress.acceptor.accept(stream),
+    );
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = if e.get_ref().is_some_and(|inner| {
+                inner.downcast_ref::<rustls::Error>().is_some_and(|r| {
+                    matches!(
+                        r,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::NoCertificatesPresented
+                    )
+                })
+            }) {
+                "certificate"
+            } else {
+                "protocol"
+            };
+            ingress
+                .metrics
+                .handshake_failures
+                .with_label_values(&[reason])
+                .inc();
+            tracing::info!(%peer, error = %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            ingress
+                .metrics
+                .handshake_failures
+                .with_label_values(&["timeout"])
+                .inc();
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    // A resumed session skips the verifier: verify the restored certificate here.
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => match ingress.cache.verify(cert, now()) {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                ingress
+                    .metrics
+                    .handshake_failures
+                    .with_label_values(&["certificate"])
+                    .inc();
+                tracing::info!(%peer, reason = %e, "peer refused after handshake");
+                return;
+            }
+        },
+        None => None,
+    };
+    let service = {
+        let ingress = Arc::clone(ingress);
+        service_fn(move |req| {
+            let (ingress, identity) = (Arc::clone(&ingress), identity.clone());
+            async move { Ok::<_, Infallible>(handle(&ingress, identity.as_deref(), req).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ingress.settings.header_read_timeout)
+        .max_buf_size(ingress.settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(ingress.settings.http2_max_streams)
+        .max_header_list_size(u32::try_from(ingress.settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(64))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let connection = builder
+        .serve_connection(TokioIo::new(tls), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 
@@ -179,9 +312,10 @@ fn now() -> UnixTime {
     )
 }
 
-fn refuse(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+/// A JSON refusal `{"error": reason}`.
+pub fn refuse(status: StatusCode, reason: &str) -> Response<ResponseBody> {
     let body = serde_json::json!({ "error": reason }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -190,33 +324,120 @@ fn refuse(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// One inbound request from a verified peer.
+/// A complete body as a [`ResponseBody`].
+pub fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// Why a path cannot be normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRejection {
+    /// Not starting with `/`.
+    NotAbsolute,
+    /// Encoded `/`, `\` or `.`, a raw `\`, or a NUL: characters that let two parsers
+    /// disagree about the path.
+    Ambiguous,
+    /// `..` above the root.
+    EscapesRoot,
+}
+
+/// The one path normalisation: removes `.` and `..` segments and empty segments (`//`),
+/// and refuses encodings that let the app or a policy read a different path than the
+/// sidecar did (`%2f`, `%5c`, `%2e`, `\`, NUL). The query is not touched.
+pub fn normalise_path(path: &str) -> Result<String, PathRejection> {
+    if !path.starts_with('/') {
+        return Err(PathRejection::NotAbsolute);
+    }
+    let lower = path.to_ascii_lowercase();
+    if path.contains(['\\', '\0'])
+        || ["%2f", "%5c", "%2e", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+    {
+        return Err(PathRejection::Ambiguous);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(PathRejection::EscapesRoot);
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normal = String::with_capacity(path.len());
+    for s in &out {
+        normal.push('/');
+        normal.push_str(s);
+    }
+    if normal.is_empty() || (path.ends_with('/') && !out.is_empty()) {
+        normal.push('/');
+    }
+    Ok(normal)
+}
+
+fn prefix_matches(prefixes: &[String], path: &str) -> bool {
+    prefixes.iter().any(|p| path.starts_with(p.as_str()))
+}
+
+/// One inbound request; `identity` is `None` for an anonymous client.
 pub async fn handle(
     ingress: &Ingress,
-    identity: &PeerIdentity,
+    identity: Option<&PeerIdentity>,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
+    let metrics = &ingress.metrics;
+    let refused = |outcome: &str, status: StatusCode, reason: &str| {
+        metrics.request("ingress", outcome);
+        refuse(status, reason)
+    };
     let time = now();
-    if let Err(e) = ingress.cache.check_still_trusted(identity, time) {
+    let started = Instant::now();
+    if let Some(identity) = identity
+        && let Err(e) = ingress.cache.check_still_trusted(identity, time)
+    {
         tracing::warn!(peer = %identity.spiffe_id, reason = %e, "request from a peer no longer trusted");
-        return refuse(
+        return refused(
+            "refused_certificate",
             StatusCode::FORBIDDEN,
             "peer certificate is no longer trusted",
         );
     }
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, ingress.settings.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > ingress.settings.max_body as u64) {
+        return refused(
+            "refused_request",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        );
+    }
+    let raw_path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let path = match normalise_path(&raw_path) {
+        Ok(p) => p,
+        Err(_) => {
+            return refused(
+                "refused_request",
+                StatusCode::BAD_REQUEST,
+                "request path is not acceptable",
+            );
+        }
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    if identity.is_none() && !prefix_matches(&ingress.settings.anonymous_prefixes, &path) {
+        return refused(
+            "refused_certificate",
+            StatusCode::UNAUTHORIZED,
+            "a client certificate is required",
+        );
+    }
     let authority = parts
         .uri
         .authority()
@@ -232,29 +453,62 @@ pub async fn handle(
 
     let received = match signature_headers(&parts.headers) {
         Ok(r) => r,
-        Err(reason) => return refuse(StatusCode::BAD_REQUEST, &reason),
+        Err(reason) => return refused("refused_signature", StatusCode::BAD_REQUEST, &reason),
     };
-    let required = ingress
-        .settings
-        .signed_prefixes
-        .iter()
-        .any(|p| parts.uri.path().starts_with(p.as_str()));
-    let mut signed = false;
-    if received.any_present() || required {
-        let request_parts = RequestParts::new(parts.method.as_str(), &authority, &path, &body);
-        if let Err(r) = verify_request(
+    let required = prefix_matches(&ingress.settings.signed_prefixes, &path);
+    let needs_digest = received.any_present() || required;
+    let mut verified = None;
+    let body: UpstreamBody = if needs_digest {
+        let bytes = match Limited::new(body, ingress.settings.max_body)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return refused(
+                    "refused_request",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                );
+            }
+        };
+        let Some(peer) = identity else {
+            metrics.signature_refused("anonymous");
+            return refused(
+                "refused_signature",
+                StatusCode::UNAUTHORIZED,
+                "message signature refused",
+            );
+        };
+        let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let request_parts =
+            RequestParts::new(parts.method.as_str(), &authority, raw_target, &bytes);
+        match verify_request(
             &received,
             &request_parts,
-            identity,
+            peer,
             &ingress.settings.local_authorities,
             ingress.settings.window,
             time,
         ) {
-            tracing::warn!(peer = %identity.spiffe_id, reason = r.label(), path = %path, "message signature refused");
-            return refuse(StatusCode::UNAUTHORIZED, "message signature refused");
+            Ok(v) => verified = Some(v),
+            Err(r) => {
+                metrics.signature_refused(r.label());
+                tracing::warn!(peer = %peer.spiffe_id, reason = r.label(), path = %path, "message signature refused");
+                return refused(
+                    "refused_signature",
+                    StatusCode::UNAUTHORIZED,
+                    "message signature refused",
+                );
+            }
         }
-        signed = true;
-    }
+        Full::new(bytes).map_err(|never| match never {}).boxed()
+    } else {
+        Limited::new(body, ingress.settings.max_body).boxed()
+    };
+    metrics
+        .verification
+        .observe(started.elapsed().as_secs_f64());
 
     strip_hop_by_hop(&mut parts.headers);
     let spoofed: Vec<HeaderName> = parts
@@ -266,65 +520,124 @@ pub async fn handle(
     for name in spoofed {
         parts.headers.remove(name);
     }
-    let roles = identity
-        .roles
-        .iter()
-        .map(|r| r.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    for (name, value) in [
-        (VERIFIED_NODE_ID, identity.id_string()),
-        (VERIFIED_SPIFFE_ID, identity.spiffe_id.clone()),
-        (VERIFIED_ROLES, roles),
-        (VERIFIED_SIGNATURE, signed.to_string()),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            parts.headers.insert(HeaderName::from_static(name), v);
+
+    let decision = ingress.admission.decide(&AdmissionRequest {
+        method: parts.method.as_str(),
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+        peer: identity,
+        signature: verified.as_ref().map(|v| SignatureFacts {
+            node: &v.node,
+            timestamp: v.timestamp,
+            nonce: &v.nonce,
+        }),
+        received_at: time,
+    });
+    if let Decision::Deny { status, reason, by } = decision {
+        tracing::info!(policy = %by, %reason, path = %path, "request denied by policy");
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error())
+            .unwrap_or(StatusCode::FORBIDDEN);
+        return refused("refused_policy", status, &reason);
+    }
+
+    if let Some(identity) = identity {
+        let roles = identity
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        for (name, value) in [
+            (VERIFIED_NODE_ID, identity.id_string()),
+            (VERIFIED_SPIFFE_ID, identity.spiffe_id.clone()),
+            (VERIFIED_ROLES, roles),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                parts.headers.insert(HeaderName::from_static(name), v);
+            }
         }
     }
+    parts.headers.insert(
+        HeaderName::from_static(VERIFIED_SIGNATURE),
+        HeaderValue::from_static(if verified.is_some() { "true" } else { "false" }),
+    );
     if !parts.headers.contains_key(HOST)
         && let Ok(v) = HeaderValue::from_str(&authority)
     {
         parts.headers.insert(HOST, v);
     }
-    let Ok(uri) = format!("http://{}{path}", ingress.settings.upstream).parse::<Uri>() else {
-        return refuse(
+    let target = match &query {
+        Some(q) => format!("http://{}{path}?{q}", ingress.settings.upstream),
+        None => format!("http://{}{path}", ingress.settings.upstream),
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
+        return refused(
+            "refused_request",
             StatusCode::BAD_REQUEST,
             "request target cannot be forwarded",
         );
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, Full::new(body));
     let answer = tokio::time::timeout(
         ingress.settings.upstream_timeout,
-        ingress.upstream.request(upstream_req),
+        ingress.upstream.request(Request::from_parts(parts, body)),
     )
     .await;
     match answer {
-        Err(_) => refuse(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the app did not answer in time",
-        ),
+        Err(_) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&["ingress", "timeout"])
+                .inc();
+            refused(
+                "upstream_error",
+                StatusCode::GATEWAY_TIMEOUT,
+                "the app did not answer in time",
+            )
+        }
         Ok(Err(e)) => {
+            // A body over the limit surfaces here while streaming to the app.
+            if caused_by_body_limit(&e) {
+                return refused(
+                    "refused_request",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                );
+            }
+            metrics
+                .upstream_errors
+                .with_label_values(&["ingress", "unreachable"])
+                .inc();
             tracing::warn!(error = %e, "upstream request failed");
-            refuse(StatusCode::BAD_GATEWAY, "the app could not be reached")
+            refused(
+                "upstream_error",
+                StatusCode::BAD_GATEWAY,
+                "the app could not be reached",
+            )
         }
         Ok(Ok(response)) => {
+            metrics.request("ingress", "forwarded");
             let (mut head, body) = response.into_parts();
-            match Limited::new(body, 64 * 1024 * 1024).collect().await {
-                Ok(bytes) => {
-                    strip_hop_by_hop(&mut head.headers);
-                    head.headers.remove(http::header::TRANSFER_ENCODING);
-                    Response::from_parts(head, Full::new(bytes.to_bytes()))
-                }
-                Err(_) => refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "the app's answer could not be read",
-                ),
-            }
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.remove(http::header::TRANSFER_ENCODING);
+            Response::from_parts(head, body.map_err(|e| Box::new(e) as BoxError).boxed())
         }
     }
+}
+
+fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 /// The five signature headers; a duplicated one is refused (two values could be read
@@ -352,7 +665,7 @@ fn signature_headers(headers: &HeaderMap) -> Result<ReceivedHeaders<'_>, String>
     })
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

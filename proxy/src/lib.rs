@@ -10,18 +10,34 @@
 //! |---|---|
 //! | [`cli`] | argument parsing, logging set-up, dispatch, exit codes |
 //! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
+//! | [`sidecar`] | `trust-proxy run`: start-up, wiring, rotation loop, shutdown |
+//! | [`config`] | the sidecar's TOML config, environment overrides, validation |
+//! | [`credentials`] | the node key and certificate: enrolment, renewal, reload, rustls resolvers |
+//! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
-//! | [`ingress`] | the inbound path: mTLS, per-request re-check, signature, identity headers, forwarding |
+//! | [`ingress`] | the inbound path: mTLS, per-request re-check, path normalisation, signature, policy, identity headers, forwarding |
+//! | [`egress`] | the outbound forward proxy: `HTTP_PROXY` in, signed mTLS out |
+//! | [`policy`] | the admission interface the Wasm policy chain implements |
+//! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`metrics`] | the sidecar's Prometheus metrics |
 //! | [`tls`] | rustls client-certificate verification over `trust-core`'s trust cache |
-//! | [`serve`] | the long-running commands: `authority` (and, next, the sidecar) |
+//! | [`serve`] | the `authority` command |
 //! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
 
+pub mod admin;
+pub mod authority_client;
 pub mod cli;
+pub mod config;
+pub mod credentials;
 pub mod crl_follower;
+pub mod egress;
 pub mod error;
 pub mod ingress;
+pub mod metrics;
 pub mod offline;
+pub mod policy;
 pub mod serve;
+pub mod sidecar;
 pub mod tls;
 
 pub use error::{Error, Result};

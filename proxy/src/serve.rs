@@ -34,6 +34,7 @@ pub fn authority(args: AuthorityArgs) -> Result<()> {
         .parse()
         .map_err(|e| Error::Usage(format!("--trust-domain: {e}")))?;
     config.crl_validity = args.crl_validity;
+    config.node_validity = args.node_validity;
     config.names = name_policy(&args.names)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,7 +70,8 @@ fn authority_error(e: authority::Error) -> Error {
     }
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+pub(crate) async fn wait_for_signal(shutdown: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -20,6 +20,7 @@ use trust_core::{CertificateRejection, TrustCache};
 /// Verifies client certificates against the network's root and current CRL.
 pub struct TrustClientVerifier {
     cache: Arc<TrustCache>,
+    anonymous_allowed: bool,
     hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -33,10 +34,21 @@ impl TrustClientVerifier {
             .unwrap_or_default();
         Self {
             cache,
+            anonymous_allowed: false,
             hints,
             algorithms: rustls::crypto::aws_lc_rs::default_provider()
                 .signature_verification_algorithms,
         }
+    }
+}
+
+impl TrustClientVerifier {
+    /// Lets clients without a certificate finish the handshake; the ingress then admits
+    /// them only on the routes configured as anonymous. A certificate that is presented
+    /// is still verified in full.
+    pub fn allow_anonymous(mut self, allowed: bool) -> Self {
+        self.anonymous_allowed = allowed;
+        self
     }
 }
 
@@ -65,7 +77,7 @@ pub fn tls_error(rejection: &CertificateRejection) -> rustls::Error {
 
 impl ClientCertVerifier for TrustClientVerifier {
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.anonymous_allowed
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

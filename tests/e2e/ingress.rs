@@ -19,6 +19,8 @@ use trust_core::{
     VerifySettings,
 };
 use trust_proxy::ingress::{Ingress, IngressSettings};
+use trust_proxy::metrics::Metrics;
+use trust_proxy::policy::AllowAll;
 
 static PKI: LazyLock<TestPki> = LazyLock::new(TestPki::new);
 
@@ -79,6 +81,16 @@ async fn start_app(hits: Arc<AtomicUsize>, stop: CancellationToken) -> std::net:
     addr
 }
 
+/// A fixed server certificate for `node`.
+fn serving(node: &TestNode) -> Arc<dyn rustls::server::ResolvesServerCert> {
+    let signing = rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(node.key.pkcs8_der()))
+        .unwrap();
+    let certified = rustls::sign::CertifiedKey::new(vec![node.cert.der.clone()], signing);
+    Arc::new(rustls::sign::SingleCertAndKey::from(certified))
+}
+
 async fn start_node() -> Node {
     let stop = CancellationToken::new();
     let app_hits = Arc::new(AtomicUsize::new(0));
@@ -93,19 +105,17 @@ async fn start_node() -> Node {
     let addr = listener.local_addr().unwrap();
     let authority = format!("localhost:{}", addr.port());
     let settings = IngressSettings {
-        upstream,
         local_authorities: vec![authority.clone()],
         signed_prefixes: vec!["/fl/".into()],
         max_body: 1 << 20,
-        upstream_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(10),
-        window: Default::default(),
+        ..IngressSettings::new(upstream)
     };
     let ingress = Ingress::new(
         Arc::clone(&cache),
-        vec![me.cert.der.clone()],
-        PrivateKeyDer::Pkcs8(me.key.pkcs8_der()),
+        serving(&me),
         settings,
+        Arc::new(AllowAll),
+        Metrics::new(),
     )
     .unwrap();
     tokio::spawn(trust_proxy::ingress::serve(
@@ -160,6 +170,9 @@ async fn send(
     for (k, v) in headers {
         req = req.header(*k, v);
     }
+    // A keep-alive connection takes the next request only once it has
+    // finished the previous exchange; asking earlier is a client error.
+    conn.ready().await.unwrap();
     let response = conn
         .send_request(req.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
         .await
@@ -317,19 +330,17 @@ async fn an_oversized_body_is_413_and_a_dead_app_is_502_and_the_next_request_sti
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let settings = IngressSettings {
-        upstream: dead,
         local_authorities: vec![format!("localhost:{}", addr.port())],
-        signed_prefixes: vec![],
         max_body: 1024,
         upstream_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
-        window: Default::default(),
+        ..IngressSettings::new(dead)
     };
     let ingress = Ingress::new(
         cache,
-        vec![me.cert.der.clone()],
-        PrivateKeyDer::Pkcs8(me.key.pkcs8_der()),
+        serving(&me),
         settings,
+        Arc::new(AllowAll),
+        Metrics::new(),
     )
     .unwrap();
     let stop = CancellationToken::new();

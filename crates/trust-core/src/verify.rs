@@ -104,6 +104,14 @@ impl CertificateVerifier {
         Ok(identity)
     }
 
+    /// Chain, validity, usage and identity, without a revocation check: for a node's own
+    /// certificate at start-up (before any CRL is at hand) and for a freshly issued one.
+    /// Never use it for a peer.
+    pub fn verify_own(&self, der: &[u8], now: UnixTime) -> Result<PeerIdentity> {
+        self.verify_chain(der, now)?;
+        Ok(self.read_identity(der)?)
+    }
+
     /// Chain, signature, validity (with skew), basic constraints and EKU, by webpki.
     fn verify_chain(&self, der: &[u8], now: UnixTime) -> Result<(), Reject> {
         let cert_der = CertificateDer::from(der);

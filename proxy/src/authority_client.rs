@@ -1,0 +1,210 @@
+//! The sidecar's calls to the trust authority: the CA certificate, enrolment, renewal and
+//! a one-off CRL fetch at start-up (the long poll lives in [`crate::crl_follower`]).
+//!
+//! Answers are checked by the caller against the root (certificates) or verified by the
+//! trust cache (CRLs); this module only moves bytes and turns the authority's JSON errors
+//! into [`Error`]s that say what to do.
+
+use std::time::{Duration, SystemTime};
+
+use authority::EnrollResponse;
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use trust_core::{MessageSigner, RequestParts, UnixTime};
+
+use crate::error::{Error, Result};
+
+/// Largest answer read from the authority (a CRL of 100k serials is ~4 MiB).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// A client for one authority base URL.
+pub struct AuthorityClient {
+    base: String,
+    host: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl AuthorityClient {
+    /// A client for `url` (`http://host:port`).
+    pub fn new(url: &str) -> Result<Self> {
+        let base = url.trim_end_matches('/').to_owned();
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| Error::Usage(format!("config `authority.url`: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .ok_or_else(|| Error::Usage("config `authority.url`: no host".into()))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Ok(Self {
+            base,
+            host,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// The authority's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /trust/ca-certificate`: the root, PEM.
+    pub async fn ca_certificate(&self) -> Result<String> {
+        let answer = self
+            .call(Method::GET, "/trust/ca-certificate", Vec::new(), &[])
+            .await?;
+        let value: serde_json::Value = json(&answer, "/trust/ca-certificate")?;
+        value["certificate"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.unexpected("/trust/ca-certificate", "no `certificate` field"))
+    }
+
+    /// `GET /trust/crl` as DER, without waiting.
+    pub async fn crl(&self) -> Result<Vec<u8>> {
+        self.call(
+            Method::GET,
+            "/trust/crl",
+            Vec::new(),
+            &[(ACCEPT.as_str(), "application/pkix-crl".into())],
+        )
+        .await
+    }
+
+    /// `POST /trust/enroll` with a CSR and the bootstrap token.
+    pub async fn enroll(
+        &self,
+        csr_pem: &str,
+        token: &str,
+        node_id: Option<u32>,
+    ) -> Result<EnrollResponse> {
+        let mut body = serde_json::json!({ "csr": csr_pem, "token": token });
+        if let Some(id) = node_id {
+            body["node_id"] = id.into();
+        }
+        let answer = self
+            .call(
+                Method::POST,
+                "/trust/enroll",
+                body.to_string().into_bytes(),
+                &[(CONTENT_TYPE.as_str(), "application/json".into())],
+            )
+            .await?;
+        json(&answer, "/trust/enroll")
+    }
+
+    /// `POST /trust/renew`: a new CSR, signed with the current key and certificate.
+    pub async fn renew(&self, signer: &MessageSigner, csr_pem: &str) -> Result<EnrollResponse> {
+        let body = serde_json::json!({ "csr": csr_pem })
+            .to_string()
+            .into_bytes();
+        let headers = signer
+            .sign(
+                &RequestParts::new("POST", &self.host, "/trust/renew", &body),
+                unix_now(),
+            )
+            .map_err(Error::Core)?;
+        let mut extra: Vec<(&str, String)> = headers
+            .pairs()
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        extra.push((CONTENT_TYPE.as_str(), "application/json".into()));
+        let answer = self
+            .call(Method::POST, "/trust/renew", body, &extra)
+            .await?;
+        json(&answer, "/trust/renew")
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+    ) -> Result<Vec<u8>> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(HOST, &self.host);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Usage(format!("config `authority.url`: {e}")))?;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the authority at {} did not answer {path} within {:?}",
+                    self.base, self.timeout
+                ))
+            })?
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot reach the authority at {} ({path}): {e}; check `authority.url` and that the authority is running",
+                    self.base
+                ))
+            })?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!("the authority's answer to {path} broke off: {e}"))
+            })?
+            .to_bytes()
+            .to_vec();
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::CONFLICT => {
+                Error::NotPermitted(format!(
+                    "the authority refused {path}: {reason} (check the bootstrap token and `node_id`)"
+                ))
+            }
+            s if s.is_server_error() => Error::Unavailable(format!(
+                "the authority failed {path}: {reason}; retry later"
+            )),
+            _ => Error::Service(format!("the authority refused {path}: {reason}")),
+        })
+    }
+
+    fn unexpected(&self, path: &str, what: &str) -> Error {
+        Error::Service(format!(
+            "the authority at {} answered {path} unexpectedly: {what}",
+            self.base
+        ))
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::Service(format!(
+            "the authority's answer to {path} is not the expected JSON: {e}"
+        ))
+    })
+}
+
+/// Now, as the trust core counts time.
+pub fn unix_now() -> UnixTime {
+    UnixTime::since_unix_epoch(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}

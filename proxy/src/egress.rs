@@ -1,0 +1,488 @@
+//! The sidecar's outbound path: an HTTP forward proxy on loopback that the app reaches
+//! through the standard `HTTP_PROXY` variable. For each request (absolute-form,
+//! `GET http://aggregator/fl/round HTTP/1.1`) it
+//!
+//! 1. maps the host to a peer sidecar's TLS address ([`Route`]);
+//! 2. signs the request with the node's current key ([`MessageSigner`]), naming the
+//!    peer as the destination, so the signature cannot be replayed to another node;
+//! 3. opens (or reuses) mutual TLS to the peer with the node's current certificate and
+//!    checks the peer's certificate chains to the root, is not revoked, is good for
+//!    serverAuth and names the node the URL names;
+//! 4. relays the answer.
+//!
+//! Fail closed: an unknown host, `CONNECT` (end-to-end TLS the sidecar could not sign)
+//! and origin-form requests are refused; nothing leaves unsigned or in plaintext.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderName};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use trust_core::signature::header as sig_header;
+use trust_core::verify::{Usage, VerifySettings};
+use trust_core::{CertificateVerifier, RequestParts, TrustCache};
+
+use crate::authority_client::unix_now;
+use crate::credentials::CredentialStore;
+use crate::ingress::{ResponseBody, refuse, strip_hop_by_hop};
+use crate::metrics::Metrics;
+
+/// Where a host the app names goes, and who must answer there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The peer sidecar's TLS address, `host:port`.
+    pub address: String,
+    /// Who the peer's certificate must name.
+    pub expect: Expect,
+}
+
+/// The identity a peer's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// `spiffe://<domain>/node/<id>`.
+    Node(u32),
+    /// A DNS name among its subject alternative names.
+    DnsName(String),
+}
+
+/// Outbound settings.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    /// Peers by the host name the app uses.
+    pub peers: HashMap<String, Route>,
+    /// Port of the peer sidecar for hosts not in `peers` (their certificate must carry the
+    /// host as a DNS name); `None` refuses unknown hosts.
+    pub default_peer_port: Option<u16>,
+    /// Largest request body.
+    pub max_body: usize,
+    /// Time a peer gets to answer.
+    pub timeout: Duration,
+    /// Time in-flight requests get after shutdown is asked for.
+    pub drain: Duration,
+}
+
+type PeerClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The outbound proxy.
+pub struct Egress {
+    credentials: Arc<CredentialStore>,
+    cache: Arc<TrustCache>,
+    settings: EgressSettings,
+    metrics: Metrics,
+    clients: Mutex<HashMap<String, PeerClient>>,
+}
+
+impl Egress {
+    /// An egress signing with `credentials` and checking peers against `cache`'s root and
+    /// current CRL.
+    pub fn new(
+        credentials: Arc<CredentialStore>,
+        cache: Arc<TrustCache>,
+        settings: EgressSettings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            credentials,
+            cache,
+            settings,
+            metrics,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where `host` goes, if anywhere.
+    pub fn route(&self, host: &str) -> Option<Route> {
+        let host = host.to_ascii_lowercase();
+        self.settings.peers.get(&host).cloned().or_else(|| {
+            self.settings.default_peer_port.map(|port| Route {
+                address: format!("{host}:{port}"),
+                expect: Expect::DnsName(host.clone()),
+            })
+        })
+    }
+
+    /// One pooled client per peer name: its TLS config carries that peer's expectation.
+    fn client(&self, name: &str, route: &Route) -> Result<PeerClient, String> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let verifier = PeerVerifier {
+            cache: Arc::clone(&self.cache),
+            chain: CertificateVerifier::new(
+                self.cache.verifier().root().clone(),
+                VerifySettings {
+                    usage: Usage::ServerAuth,
+                    ..*self.cache.verifier().settings()
+                },
+            ),
+            expect: route.expect.clone(),
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms,
+        };
+        let tls = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(self.credentials.client_resolver());
+        let server_name =
+            ServerName::try_from(name.to_owned()).map_err(|e| format!("peer name {name}: {e}"))?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.settings.timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name))
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https);
+        clients.insert(name.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Serves the forward proxy until `shutdown`, then drains.
+pub async fn serve(listener: TcpListener, egress: Arc<Egress>, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let egress = Arc::clone(&egress);
+        let service = service_fn(move |req| {
+            let egress = Arc::clone(&egress);
+            async move { Ok::<_, Infallible>(handle(&egress, req).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "egress connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let drain = egress.settings.drain;
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => tracing::warn!("egress drain timed out"),
+    }
+}
+
+/// One request from the app.
+pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<ResponseBody> {
+    let metrics = &egress.metrics;
+    let refused = |outcome: &str, status: StatusCode, reason: &str| {
+        metrics.request("egress", outcome);
+        refuse(status, reason)
+    };
+    if req.method() == Method::CONNECT {
+        return refused(
+            "refused_request",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: use http:// URLs; the sidecar adds mutual TLS and signs",
+        );
+    }
+    let (mut parts, body) = req.into_parts();
+    if parts.uri.scheme_str() != Some("http") {
+        return refused(
+            "refused_request",
+            StatusCode::BAD_REQUEST,
+            "send absolute-form http:// requests (set HTTP_PROXY to this address)",
+        );
+    }
+    let Some(host) = parts.uri.host().map(str::to_owned) else {
+        return refused(
+            "refused_request",
+            StatusCode::BAD_REQUEST,
+            "the request URL has no host",
+        );
+    };
+    let Some(route) = egress.route(&host) else {
+        return refused(
+            "refused_request",
+            StatusCode::BAD_GATEWAY,
+            "unknown peer: add it to egress.peers (or set egress.default_peer_port)",
+        );
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let body = match Limited::new(body, egress.settings.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return refused(
+                "refused_request",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            );
+        }
+    };
+    // The destination named in the signature is the peer's name as the app wrote it,
+    // without a port: the peer lists that name among those it answers to.
+    let destination = host.to_ascii_lowercase();
+    let credentials = egress.credentials.current();
+    let signed = match credentials.signer.sign(
+        &RequestParts::new(parts.method.as_str(), &destination, &path_and_query, &body),
+        unix_now(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "signing failed");
+            return refused(
+                "refused_request",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the sidecar could not sign the request",
+            );
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    for name in sig_header::ALL {
+        parts.headers.remove(name);
+    }
+    for (name, value) in signed.pairs() {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            parts.headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&destination) {
+        parts.headers.insert(HOST, v);
+    }
+    let Ok(uri) = format!("https://{}{path_and_query}", route.address).parse::<Uri>() else {
+        return refused(
+            "refused_request",
+            StatusCode::BAD_REQUEST,
+            "the request target cannot be forwarded",
+        );
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let client = match egress.client(&destination, &route) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, peer = %destination, "cannot build the peer's TLS client");
+            return refused(
+                "refused_request",
+                StatusCode::BAD_GATEWAY,
+                "the peer name is not usable for TLS",
+            );
+        }
+    };
+    let answer = tokio::time::timeout(
+        egress.settings.timeout,
+        client.request(Request::from_parts(parts, Full::new(body))),
+    )
+    .await;
+    match answer {
+        Err(_) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&["egress", "timeout"])
+                .inc();
+            refused(
+                "upstream_error",
+                StatusCode::GATEWAY_TIMEOUT,
+                "the peer did not answer in time",
+            )
+        }
+        Ok(Err(e)) => {
+            let certificate = error_chain_has_certificate_error(&e);
+            metrics
+                .upstream_errors
+                .with_label_values(&[
+                    "egress",
+                    if certificate {
+                        "peer_certificate"
+                    } else {
+                        "unreachable"
+                    },
+                ])
+                .inc();
+            tracing::warn!(peer = %destination, address = %route.address, error = ?e, "peer request failed");
+            refused(
+                "upstream_error",
+                StatusCode::BAD_GATEWAY,
+                if certificate {
+                    "the peer's certificate was refused"
+                } else {
+                    "the peer could not be reached"
+                },
+            )
+        }
+        Ok(Ok(response)) => {
+            metrics.request("egress", "forwarded");
+            let (mut head, body) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.remove(http::header::TRANSFER_ENCODING);
+            Response::from_parts(
+                head,
+                body.map_err(|e| Box::new(e) as crate::ingress::BoxError)
+                    .boxed(),
+            )
+        }
+    }
+}
+
+fn error_chain_has_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Checks a peer sidecar's certificate: our chain rules for serverAuth, the current CRL,
+/// and the identity the URL names.
+struct PeerVerifier {
+    cache: Arc<TrustCache>,
+    chain: CertificateVerifier,
+    expect: Expect,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for PeerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerVerifier")
+            .field("expect", &self.expect)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let crl = self.cache.crl();
+        let identity = match self.chain.verify(end_entity, crl.as_deref(), now) {
+            Ok(identity) => identity,
+            Err(trust_core::Error::CertificateRejected(r)) => {
+                tracing::warn!(reason = r.label(), expect = ?self.expect, "peer certificate refused");
+                return Err(crate::tls::tls_error(&r));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "peer certificate check failed");
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        };
+        let named = match &self.expect {
+            Expect::Node(id) => {
+                identity.id_string() == id.to_string() && identity.spiffe_id.contains("/node/")
+            }
+            Expect::DnsName(name) => dns_names(end_entity)
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name)),
+        };
+        if named {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            tracing::warn!(expect = ?self.expect, got = %identity.spiffe_id, "peer certificate names another node");
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn dns_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The address a test or the CLI prints for the proxy.
+pub fn proxy_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
