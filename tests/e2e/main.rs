@@ -12,3 +12,4 @@ mod crl_follow;
 mod ingress;
 mod openssl_interop;
 mod python_interop;
+mod sidecar;

@@ -147,12 +147,18 @@ impl AuthorityProcess {
     /// Starts the authority over `state` with the token in `token_file`; returns once it
     /// printed its address (it serves from then on).
     pub fn start(state: &Path, token_file: &Path) -> Self {
+        Self::start_with(state, token_file, &[])
+    }
+
+    /// As [`Self::start`], with extra arguments (e.g. `--crl-validity 10s`).
+    pub fn start_with(state: &Path, token_file: &Path, extra: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = trust_proxy()
             .args(["authority", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state)
             .arg("--bootstrap-token-file")
             .arg(token_file)
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -191,6 +197,75 @@ impl AuthorityProcess {
 }
 
 impl Drop for AuthorityProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, whose stdout lines
+/// `<what> listening on <addr>` tell where it serves; stderr goes to `log`.
+pub struct Served {
+    /// The process.
+    pub child: std::process::Child,
+    /// `what` -> address, from the stdout lines.
+    pub addrs: std::collections::HashMap<String, String>,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Served {
+    /// Spawns `cmd` and reads stdout until every name in `wait_for` has printed its
+    /// `listening on` line (a bare `listening on` counts as `""`).
+    pub fn spawn(mut cmd: Command, log: PathBuf, wait_for: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let err = std::fs::File::create(&log).unwrap();
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut addrs = std::collections::HashMap::new();
+        while !wait_for.iter().all(|w| addrs.contains_key(*w)) {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "{cmd:?} stopped before serving ({status:?}); its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if let Some((what, addr)) = line.trim().split_once("listening on ") {
+                addrs.insert(what.trim().to_owned(), addr.trim().to_owned());
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Self { child, addrs, log }
+    }
+
+    /// The address `what` printed.
+    pub fn addr(&self, what: &str) -> &str {
+        self.addrs
+            .get(what)
+            .unwrap_or_else(|| panic!("no `{what} listening on` line"))
+    }
+
+    /// The stderr so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
