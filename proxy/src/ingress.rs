@@ -680,3 +680,36 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{PathRejection, normalise_path};
+
+    #[test]
+    fn paths_are_normalised_once_and_ambiguous_spellings_are_refused() {
+        for (raw, normal) in [
+            ("/", "/"),
+            ("/fl/update", "/fl/update"),
+            ("//fl//update", "/fl/update"),
+            ("/x/../fl/update", "/fl/update"),
+            ("/./fl/./update", "/fl/update"),
+            ("/fl/update/", "/fl/update/"),
+            ("/a/b/..", "/a"),
+            ("/trust/revoke/3", "/trust/revoke/3"),
+        ] {
+            assert_eq!(normalise_path(raw), Ok(normal.to_owned()), "{raw}");
+        }
+        for (raw, why) in [
+            ("fl/update", PathRejection::NotAbsolute),
+            ("/..", PathRejection::EscapesRoot),
+            ("/a/../../b", PathRejection::EscapesRoot),
+            ("/fl%2fupdate", PathRejection::Ambiguous),
+            ("/fl/%2E%2E/admin", PathRejection::Ambiguous),
+            ("/fl\\..\\admin", PathRejection::Ambiguous),
+            ("/fl/%5c", PathRejection::Ambiguous),
+            ("/fl/%00", PathRejection::Ambiguous),
+        ] {
+            assert_eq!(normalise_path(raw), Err(why), "{raw}");
+        }
+    }
+}

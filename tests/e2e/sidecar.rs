@@ -449,3 +449,420 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", b.sidecar.log_text());
     b.app.take();
 }
+
+/// `ca issue-dev` against `state` (an authority's CA folder, or another CA); returns
+/// (key, cert) paths.
+fn issue_dev(
+    state: &std::path::Path,
+    out: &std::path::Path,
+    subject: &[&str],
+) -> (PathBuf, PathBuf) {
+    let status = trust_proxy()
+        .args(["ca", "issue-dev"])
+        .args(subject)
+        .args(["--dns", "localhost", "--ip", "127.0.0.1", "--state-dir"])
+        .arg(state)
+        .arg("--out-dir")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let stem = match subject {
+        ["--node-id", id] => format!("node-{id}"),
+        ["--admin", name] => (*name).to_owned(),
+        other => panic!("unexpected subject {other:?}"),
+    };
+    (
+        out.join(format!("{stem}-key.pem")),
+        out.join(format!("{stem}-cert.pem")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_an_admin_certificate_reads_trust_status_through_the_authoritys_sidecar() {
+    let net = Net::start(&[]);
+    let authority_addr = net.url.trim_start_matches("http://").to_owned();
+    let front = net.sidecar(100, &authority_addr, &[], "");
+    // Anonymous clients are let through only where the config says (here: none), so
+    // without a certificate the handshake itself is refused.
+    let ca = net.tmp.path().join("node-100/state/ca-cert.pem");
+    let (key, cert) = issue_dev(
+        &net.tmp.path().join("authority"),
+        &net.tmp.path().join("admin"),
+        &["--admin", "ops"],
+    );
+    let url = format!("https://{}/trust/status", front.addr("ingress"));
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        front.log_text()
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["total_nodes"], 1,
+        "the authority's own sidecar enrolled: {status}"
+    );
+    assert_eq!(status["verified_nodes"], 1);
+    let anonymous = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        !anonymous.status.success(),
+        "no client certificate, no answer"
+    );
+    let front_node = Node {
+        sidecar: front,
+        app: None,
+        dir: PathBuf::new(),
+    };
+    assert!(
+        front_node
+            .metric("tpm_tls_handshake_failures_total{reason=\"certificate\"}")
+            .await
+            >= 1.0
+    );
+}
+
+/// An HTTP/1.1 connection over mTLS to `addr` as the holder of `key`/`cert`.
+async fn mtls(
+    addr: &str,
+    ca: &std::path::Path,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()],
+        rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap(),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+async fn post(
+    conn: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&'static str, String)],
+) -> Result<u16, String> {
+    use http_body_util::BodyExt as _;
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let mut req = http::Request::post(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let response = conn
+        .send_request(
+            req.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+                body,
+            )))
+            .unwrap(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_ingress_refuses_each_bad_request_with_its_reason_in_the_metrics() {
+    use trust_core::{MessageSigner, NodeKey, RequestParts, UnixTime};
+    let net = Net::start(&[]);
+    let app_b = net.app("b", None);
+    let b = Node {
+        sidecar: net.sidecar(1, app_b.addr(""), &[], ""),
+        app: Some(app_b),
+        dir: net.tmp.path().join("node-1"),
+    };
+    let ingress = b.sidecar.addr("ingress").to_owned();
+    let ca = b.dir.join("state/ca-cert.pem");
+    let authority_state = net.tmp.path().join("authority");
+    let (a_key, a_cert) = issue_dev(
+        &authority_state,
+        &net.tmp.path().join("a"),
+        &["--node-id", "7"],
+    );
+    let (m_key, m_cert) = issue_dev(
+        &authority_state,
+        &net.tmp.path().join("m"),
+        &["--node-id", "8"],
+    );
+    let signer = |key: &PathBuf, cert: &PathBuf, id: u32| {
+        let key = NodeKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+        let der = pem::parse(std::fs::read_to_string(cert).unwrap())
+            .unwrap()
+            .into_contents();
+        MessageSigner::new(
+            key,
+            &trust_core::Subject::Node(trust_core::NodeId::new(id).unwrap()),
+            &der,
+        )
+    };
+    let a = signer(&a_key, &a_cert, 7);
+    let host = "localhost";
+    let body = br#"{"round":3}"#;
+    let sign_at = |s: &MessageSigner, body: &[u8], at: u64| -> Vec<(&'static str, String)> {
+        s.sign(
+            &RequestParts::new("POST", host, "/fl/update", body),
+            UnixTime::since_unix_epoch(Duration::from_secs(at)),
+        )
+        .unwrap()
+        .pairs()
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect()
+    };
+    let now = UnixTime::now().as_secs();
+    let mut conn = mtls(&ingress, &ca, &a_key, &a_cert).await.unwrap();
+    assert_eq!(
+        post(&mut conn, host, "/fl/update", body, &sign_at(&a, body, now)).await,
+        Ok(200)
+    );
+    let forwarded = "tpm_requests_total{direction=\"ingress\",outcome=\"forwarded\"}";
+    assert_eq!(b.metric(forwarded).await, 1.0);
+
+    let mut forged = sign_at(&a, body, now);
+    let sig = forged
+        .iter_mut()
+        .find(|(k, _)| *k == trust_core::signature::header::SIGNATURE)
+        .unwrap();
+    {
+        use base64::Engine as _;
+        let mut raw = base64::engine::general_purpose::STANDARD
+            .decode(&sig.1)
+            .unwrap();
+        raw[10] ^= 0x01;
+        sig.1 = base64::engine::general_purpose::STANDARD.encode(raw);
+    }
+    let m = signer(&m_key, &m_cert, 8);
+    let mut m_conn = mtls(&ingress, &ca, &m_key, &m_cert).await.unwrap();
+    let cases: Vec<(&str, u16, &str, Vec<(&'static str, String)>, &[u8])> = vec![
+        (
+            "unsigned where required",
+            401,
+            "missing_header",
+            vec![],
+            body,
+        ),
+        ("forged signature", 401, "bad_signature", forged, body),
+        (
+            "body altered",
+            401,
+            "bad_signature",
+            sign_at(&a, body, now),
+            br#"{"round":4}"#,
+        ),
+        ("stale", 401, "stale", sign_at(&a, body, now - 3600), body),
+        ("future", 401, "future", sign_at(&a, body, now + 3600), body),
+    ];
+    for (what, status, reason, headers, sent) in cases {
+        assert_eq!(
+            post(&mut conn, host, "/fl/update", sent, &headers).await,
+            Ok(status),
+            "{what}"
+        );
+        let series = format!("tpm_signature_verification_failures_total{{reason=\"{reason}\"}}");
+        assert!(b.metric(&series).await >= 1.0, "{what}: {series}");
+    }
+    // The signed-route rule cannot be dodged by spelling the path differently: the
+    // path is normalised once, before routing, policy and forwarding.
+    for (path, status) in [
+        ("//fl/update", 401),
+        ("/x/../fl/update", 401),
+        ("/./fl//update", 401),
+        ("/fl/%2e%2e/whoami", 400),
+        ("/x%2F..%2Ffl/update", 400),
+        ("/../fl/update", 400),
+    ] {
+        assert_eq!(
+            post(&mut conn, host, path, body, &[]).await,
+            Ok(status),
+            "{path}"
+        );
+    }
+    // Signed by A, carried over M's connection.
+    assert_eq!(
+        post(
+            &mut m_conn,
+            host,
+            "/fl/update",
+            body,
+            &sign_at(&a, body, now)
+        )
+        .await,
+        Ok(401)
+    );
+    assert!(
+        b.metric("tpm_signature_verification_failures_total{reason=\"unknown_node\"}")
+            .await
+            >= 1.0
+    );
+    // M signing for itself is fine: the refusals were about the requests, not the peers.
+    assert_eq!(
+        post(
+            &mut m_conn,
+            host,
+            "/fl/update",
+            body,
+            &sign_at(&m, body, now)
+        )
+        .await,
+        Ok(200)
+    );
+    assert_eq!(
+        b.metric(forwarded).await,
+        2.0,
+        "no refused request reached the app"
+    );
+
+    // A certificate from another CA with the same name and trust domain.
+    let other = net.tmp.path().join("other-ca");
+    let init = trust_proxy()
+        .args(["ca", "init", "--state-dir"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let (o_key, o_cert) = issue_dev(&other, &net.tmp.path().join("o"), &["--node-id", "7"]);
+    let refused = match mtls(&ingress, &ca, &o_key, &o_cert).await {
+        Err(_) => true,
+        Ok(mut c) => post(&mut c, host, "/fl/update", body, &[]).await.is_err(),
+    };
+    assert!(refused, "a look-alike CA's certificate gets no answer");
+    assert!(
+        b.metric("tpm_tls_handshake_failures_total{reason=\"certificate\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(b.metric(forwarded).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
+    let net = Net::start(&[]);
+    let (a, b) = net.two_nodes("");
+    let state = b.dir.join("state");
+    let csr = net.tmp.path().join("b.csr");
+    let made = trust_proxy()
+        .args([
+            "key",
+            "csr",
+            "--dns",
+            "localhost",
+            "--ip",
+            "127.0.0.1",
+            "--key",
+        ])
+        .arg(state.join("node-key.pem"))
+        .arg("--out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let new_cert = net.tmp.path().join("b-new.pem");
+    let issued = trust_proxy()
+        .args(["ca", "issue", "--node-id", "1", "--csr"])
+        .arg(&csr)
+        .arg("--out")
+        .arg(&new_cert)
+        .arg("--state-dir")
+        .arg(net.tmp.path().join("authority"))
+        .output()
+        .unwrap();
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    // Replace the file the way tools do: write beside it, rename over it.
+    std::fs::copy(&new_cert, state.join("node-cert.pem.tmp")).unwrap();
+    std::fs::rename(state.join("node-cert.pem.tmp"), state.join("node-cert.pem")).unwrap();
+    let b_ref = &b;
+    eventually(
+        Duration::from_secs(10),
+        "B reloads its certificate",
+        move || async move {
+            b_ref
+                .metric("tpm_certificate_rotations_total{result=\"reloaded\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    // The new certificate is the one a fresh handshake gets.
+    let served = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            b.sidecar.addr("ingress"),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let served = String::from_utf8_lossy(&served.stdout);
+    let want = std::fs::read_to_string(&new_cert).unwrap();
+    let want_body: String = want.lines().filter(|l| !l.starts_with("-----")).collect();
+    let served_body: String = served
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .and_then(|s| s.split("-----END CERTIFICATE-----").next())
+        .unwrap_or_default()
+        .lines()
+        .collect();
+    assert_eq!(
+        served_body, want_body,
+        "the ingress serves the replaced certificate"
+    );
+    let r = a
+        .call("POST", "http://node-1/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+}
