@@ -200,6 +200,9 @@ pub struct LimitsSection {
     /// Concurrent HTTP/2 streams per connection.
     #[serde(default = "defaults::h2_streams")]
     pub http2_max_streams: u32,
+    /// Ingress threads, each with its own event loop (default: one per CPU).
+    #[serde(default = "defaults::worker_threads")]
+    pub worker_threads: usize,
 }
 
 impl Default for LimitsSection {
@@ -211,6 +214,7 @@ impl Default for LimitsSection {
             upstream_timeout: defaults::upstream(),
             max_header_bytes: defaults::max_header(),
             http2_max_streams: defaults::h2_streams(),
+            worker_threads: defaults::worker_threads(),
         }
     }
 }
@@ -254,6 +258,9 @@ mod defaults {
     }
     pub fn h2_streams() -> u32 {
         256
+    }
+    pub fn worker_threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
     }
 }
 
@@ -380,6 +387,9 @@ impl SidecarConfig {
         }
         if self.limits.max_header_bytes < 8192 {
             return bad("limits.max_header_bytes", "at least 8192");
+        }
+        if self.limits.worker_threads == 0 || self.limits.worker_threads > 256 {
+            return bad("limits.worker_threads", "between 1 and 256");
         }
         if self.limits.http2_max_streams == 0 {
             return bad("limits.http2_max_streams", "must be at least 1");
@@ -578,6 +588,16 @@ upstream = "127.0.0.1:5000"
         assert!(m.contains("egress.peers[0].address"), "{m}");
         let m = message(load("names = [\n", &[]));
         assert!(m.contains("sidecar.toml"), "{m}");
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_config() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/sidecar.toml");
+        let c = SidecarConfig::load(Path::new(example), std::iter::empty()).unwrap();
+        assert_eq!(c.node_id, Some(3));
+        let egress = c.egress.unwrap();
+        assert_eq!(egress.peers[0].node_id, Some(1));
+        assert_eq!(egress.default_peer_port, Some(8443));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! authority when there is no valid certificate, renewed at a set fraction of their life,
 //! and reloaded when an operator replaces the certificate file.
 //!
-//! Handshakes read the current pair through [`CredentialStore`] (a rustls certificate
-//! resolver on both the server and the client side) and egress signs with the current
-//! [`MessageSigner`], so a rotation swaps one pointer: connections already open keep their
-//! session, new ones get the new certificate, nothing is dropped.
+//! The ingress reads the current pair through [`CredentialStore`] (a rustls server
+//! certificate resolver), so a rotation swaps one pointer: connections already open keep
+//! their session, new ones get the new certificate, nothing is dropped. The egress pairs
+//! each signature with connections made with the same certificate ([`Credentials::generation`]),
+//! because a peer binds every signature to the certificate of its connection.
 //!
 //! Files in the state directory:
 //!
@@ -26,11 +27,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{SignatureScheme, crypto::CryptoProvider};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use trust_core::ca::BACKDATE;
 use trust_core::{
     CertificateVerifier, MessageSigner, NodeKey, PeerIdentity, RootCertificate, UnixTime,
 };
@@ -61,13 +62,16 @@ pub struct Credentials {
     pub not_before: u64,
     /// `notAfter`, unix seconds.
     pub not_after: u64,
+    /// Which pair this is since start (0 first, +1 per renewal or reload). Connections
+    /// made with one generation's certificate carry only that generation's signatures:
+    /// a peer binds each signature to the certificate of the connection it arrives on.
+    pub generation: u64,
 }
 
 impl Credentials {
-    /// When this certificate is due for renewal.
+    /// When this certificate is due for renewal; see [`renewal_time`].
     pub fn renew_after(&self, fraction: f64) -> u64 {
-        let life = self.not_after.saturating_sub(self.not_before) as f64;
-        self.not_before + (life * fraction) as u64
+        renewal_time(self.not_before, self.not_after, fraction)
     }
 
     /// Builds the pair, checking the certificate chains to `root` and holds `key`'s
@@ -108,8 +112,24 @@ impl Credentials {
             not_before,
             not_after: identity.not_after.as_secs(),
             identity,
+            generation: 0,
         })
     }
+}
+
+/// When a certificate valid from `not_before` to `not_after` is due for renewal:
+/// `fraction` of its life, counted from its issue. Our CA backdates `notBefore` by
+/// [`BACKDATE`] for clock skew; counting from `notBefore` would make a short-lived
+/// certificate due at once, and renew it on every check.
+pub fn renewal_time(not_before: u64, not_after: u64, fraction: f64) -> u64 {
+    let backdate = BACKDATE.as_secs();
+    let issued = if not_before + backdate < not_after {
+        not_before + backdate
+    } else {
+        not_before
+    };
+    let life = not_after.saturating_sub(issued) as f64;
+    issued + (life * fraction) as u64
 }
 
 impl fmt::Debug for Credentials {
@@ -269,7 +289,7 @@ impl CredentialStore {
                         not_after = c.not_after,
                         "picked up a replaced node certificate"
                     );
-                    self.current.store(Arc::new(c));
+                    self.swap(c);
                     Ok(Tick::Reloaded)
                 }
                 Err(e) => {
@@ -295,17 +315,17 @@ impl CredentialStore {
             .map_err(|e| Error::Service(format!("renaming the renewed key into place: {e}")))?;
         self.loaded_stamp.store(Arc::new(stamp(&cert_path)));
         tracing::info!(serial = %creds.identity.serial, not_after = creds.not_after, "node certificate renewed");
-        self.current.store(Arc::new(creds));
+        self.swap(creds);
         Ok(Tick::Renewed)
+    }
+
+    fn swap(&self, mut next: Credentials) {
+        next.generation = self.current.load().generation + 1;
+        self.current.store(Arc::new(next));
     }
 
     /// A server-side resolver over this store.
     pub fn server_resolver(self: &Arc<Self>) -> Arc<dyn ResolvesServerCert> {
-        Arc::new(Resolver(Arc::clone(self)))
-    }
-
-    /// A client-side resolver over this store.
-    pub fn client_resolver(self: &Arc<Self>) -> Arc<dyn ResolvesClientCert> {
         Arc::new(Resolver(Arc::clone(self)))
     }
 }
@@ -332,20 +352,6 @@ impl fmt::Debug for Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.0.current.load().certified))
-    }
-}
-
-impl ResolvesClientCert for Resolver {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(&self.0.current.load().certified))
-    }
-
-    fn has_certs(&self) -> bool {
-        true
     }
 }
 
@@ -483,4 +489,27 @@ fn pem_der(text: &str) -> Result<Vec<u8>> {
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     trust_store::write_atomic(path, bytes, mode).map_err(Error::Store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_at_the_fraction_of_the_life_since_issue() {
+        let year = 365 * 24 * 3600;
+        let issued = 1_800_000_000;
+        let backdate = BACKDATE.as_secs();
+        // Our CA: backdated notBefore, so the life counts from the issue.
+        assert_eq!(
+            renewal_time(issued - backdate, issued + year, 2.0 / 3.0),
+            issued + year * 2 / 3
+        );
+        assert_eq!(
+            renewal_time(issued - backdate, issued + 15, 2.0 / 3.0),
+            issued + 10
+        );
+        // A certificate from elsewhere, shorter than the backdate: from notBefore.
+        assert_eq!(renewal_time(issued, issued + 90, 2.0 / 3.0), issued + 60);
+    }
 }

@@ -42,7 +42,7 @@ use trust_core::verify::{Usage, VerifySettings};
 use trust_core::{CertificateVerifier, RequestParts, TrustCache};
 
 use crate::authority_client::unix_now;
-use crate::credentials::CredentialStore;
+use crate::credentials::{CredentialStore, Credentials};
 use crate::ingress::{ResponseBody, refuse, strip_hop_by_hop};
 use crate::metrics::Metrics;
 
@@ -88,7 +88,8 @@ pub struct Egress {
     cache: Arc<TrustCache>,
     settings: EgressSettings,
     metrics: Metrics,
-    clients: Mutex<HashMap<String, PeerClient>>,
+    /// Per peer name: the credentials generation the pool's connections were made with.
+    clients: Mutex<HashMap<String, (u64, PeerClient)>>,
 }
 
 impl Egress {
@@ -120,13 +121,24 @@ impl Egress {
         })
     }
 
-    /// One pooled client per peer name: its TLS config carries that peer's expectation.
-    fn client(&self, name: &str, route: &Route) -> Result<PeerClient, String> {
+    /// One pooled client per peer name and credentials generation: its TLS config carries
+    /// that peer's expectation, and its connections present the certificate of the
+    /// credentials that sign the requests sent on them (after a rotation, new requests go
+    /// on new connections; requests in flight finish on the old ones).
+    fn client(
+        &self,
+        name: &str,
+        route: &Route,
+        credentials: &Credentials,
+    ) -> Result<PeerClient, String> {
+        let generation = credentials.generation;
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = clients.get(name) {
+        if let Some((g, c)) = clients.get(name)
+            && *g == generation
+        {
             return Ok(c.clone());
         }
         let verifier = PeerVerifier {
@@ -149,7 +161,9 @@ impl Egress {
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_cert_resolver(self.credentials.client_resolver());
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            (*credentials.certified).clone(),
+        )));
         let server_name =
             ServerName::try_from(name.to_owned()).map_err(|e| format!("peer name {name}: {e}"))?;
         let mut http = HttpConnector::new();
@@ -165,7 +179,7 @@ impl Egress {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        clients.insert(name.to_owned(), client.clone());
+        clients.insert(name.to_owned(), (generation, client.clone()));
         Ok(client)
     }
 }
@@ -299,7 +313,7 @@ pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<Respons
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let client = match egress.client(&destination, &route) {
+    let client = match egress.client(&destination, &route, &credentials) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, peer = %destination, "cannot build the peer's TLS client");

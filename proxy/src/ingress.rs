@@ -72,6 +72,10 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
+/// How far over the body limit a declared body is still read (and discarded) so the
+/// client gets its 413 on a usable connection.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
 /// Inbound settings.
 #[derive(Debug, Clone)]
 pub struct IngressSettings {
@@ -155,21 +159,84 @@ impl Ingress {
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(server_cert);
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.upstream_timeout));
-        connector.set_nodelay(true);
         Ok(Self {
             cache,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            upstream: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector),
+            upstream: upstream_client(&settings),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             admission,
             metrics,
         })
     }
+}
+
+fn upstream_client(settings: &IngressSettings) -> Client<HttpConnector, UpstreamBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(settings.upstream_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+impl Ingress {
+    /// A copy for another worker thread: the same TLS config (and session cache), trust
+    /// cache, policy, metrics and connection limit, with its own pool of connections to
+    /// the app (so a request and its upstream connection live on one thread).
+    pub fn worker(&self) -> Self {
+        Self {
+            cache: Arc::clone(&self.cache),
+            acceptor: self.acceptor.clone(),
+            settings: self.settings.clone(),
+            upstream: upstream_client(&self.settings),
+            admission: Arc::clone(&self.admission),
+            metrics: self.metrics.clone(),
+            connections: Arc::clone(&self.connections),
+        }
+    }
+}
+
+/// Serves `listener` on `threads` OS threads, each with its own single-threaded runtime
+/// and its own [`Ingress::worker`] (thread per core, as nginx runs a worker per core: a
+/// connection, its requests and their upstream connections never cross threads). Returns
+/// when every thread has drained after `shutdown`.
+pub async fn serve_on_threads(
+    listener: TcpListener,
+    ingress: Arc<Ingress>,
+    shutdown: CancellationToken,
+    threads: usize,
+) -> std::io::Result<()> {
+    let std_listener = listener.into_std()?;
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let listener = std_listener.try_clone()?;
+        let worker = Arc::new(ingress.worker());
+        let shutdown = shutdown.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("ingress-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => serve(l, worker, shutdown).await,
+                            Err(e) => tracing::error!(error = %e, "ingress worker cannot listen"),
+                        }
+                    });
+                })?,
+        );
+    }
+    drop(std_listener);
+    tokio::task::spawn_blocking(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)
 }
 
 /// Accepts mTLS connections until `shutdown`, serving each with [`handle`]; then stops
@@ -287,7 +354,8 @@ async fn serve_connection(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(ingress.settings.header_read_timeout)
-        .max_buf_size(ingress.settings.max_header_bytes.max(8192));
+        .max_buf_size(ingress.settings.max_header_bytes.max(8192))
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -412,12 +480,28 @@ pub async fn handle(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > ingress.settings.max_body as u64) {
-        return refused(
+    if let Some(n) = declared.filter(|n| *n > ingress.settings.max_body as u64) {
+        // Read and discard a body that is not much over the limit, so the client reads
+        // the 413 instead of a reset and the connection stays usable (nginx's lingering
+        // close does the same); a far larger one gets the 413 and the connection closes.
+        let drained = n <= ingress.settings.max_body as u64 + DRAIN_LIMIT
+            && tokio::time::timeout(
+                ingress.settings.upstream_timeout,
+                Limited::new(body, DRAIN_LIMIT as usize + ingress.settings.max_body).collect(),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let mut response = refused(
             "refused_request",
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body too large",
         );
+        if !drained {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
     }
     let raw_path = parts.uri.path().to_owned();
     let query = parts.uri.query().map(str::to_owned);
@@ -643,29 +727,40 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 /// The five signature headers; a duplicated one is refused (two values could be read
 /// differently by the signer and the verifier).
 fn signature_headers(headers: &HeaderMap) -> Result<ReceivedHeaders<'_>, String> {
-    let one = |name: &'static str| -> Result<Option<&str>, String> {
-        let mut values = headers.get_all(name).iter();
-        let first = values.next();
-        if values.next().is_some() {
+    // One pass over the headers (most requests carry a handful) instead of five lookups.
+    let mut found: [Option<&str>; 5] = [None; 5];
+    for (name, value) in headers {
+        let name = name.as_str();
+        if !name.starts_with("x-") {
+            continue;
+        }
+        let Some(i) = signature::header::ALL.iter().position(|h| *h == name) else {
+            continue;
+        };
+        if found[i].is_some() {
             return Err(format!("header {name} appears more than once"));
         }
-        first
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| format!("header {name} is not ASCII"))
-            })
-            .transpose()
-    };
+        found[i] = Some(
+            value
+                .to_str()
+                .map_err(|_| format!("header {name} is not ASCII"))?,
+        );
+    }
+    let [from_node, timestamp, nonce, node_auth, signature] = found;
     Ok(ReceivedHeaders {
-        from_node: one(signature::header::FROM_NODE)?,
-        timestamp: one(signature::header::TIMESTAMP)?,
-        nonce: one(signature::header::NONCE)?,
-        node_auth: one(signature::header::NODE_AUTH)?,
-        signature: one(signature::header::SIGNATURE)?,
+        from_node,
+        timestamp,
+        nonce,
+        node_auth,
+        signature,
     })
 }
 
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: check with one pass before any removal.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

@@ -110,11 +110,15 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         Arc::new(AllowAll),
         metrics.clone(),
     )?);
-    tasks.spawn(crate::ingress::serve(
-        ingress_listener,
-        ingress,
-        shutdown.clone(),
-    ));
+    let threads = config.limits.worker_threads;
+    let ingress_stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) =
+            crate::ingress::serve_on_threads(ingress_listener, ingress, ingress_stop, threads).await
+        {
+            tracing::error!(error = %e, "the ingress stopped");
+        }
+    });
     println!("ingress listening on {ingress_addr}");
 
     if let Some(section) = &config.egress {

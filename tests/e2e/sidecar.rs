@@ -42,6 +42,18 @@ impl Net {
     /// A sidecar for node `id` in front of `upstream`, with `peers` (name, address, id)
     /// reachable through its egress; `extra` is appended to the top of the config.
     fn sidecar(&self, id: u32, upstream: &str, peers: &[(&str, &str, u32)], extra: &str) -> Served {
+        self.sidecar_with_env(id, upstream, peers, extra, &[])
+    }
+
+    /// As [`Self::sidecar`], with environment overrides.
+    fn sidecar_with_env(
+        &self,
+        id: u32,
+        upstream: &str,
+        peers: &[(&str, &str, u32)],
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Served {
         let dir = self.tmp.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut config = format!(
@@ -83,7 +95,8 @@ listen = "127.0.0.1:0"
         let mut cmd = trust_proxy();
         cmd.args(["--log", "info,trust_proxy=debug", "run", "--config"])
             .arg(&file)
-            .env_remove("TRUST_PROXY_CONFIG");
+            .env_remove("TRUST_PROXY_CONFIG")
+            .envs(env.iter().copied());
         Served::spawn(
             cmd,
             dir.join("sidecar.log"),
@@ -154,6 +167,14 @@ impl Node {
             .await
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Waits until the metric `series` reaches `at_least` (within `limit`).
+    async fn wait_metric(&self, series: &str, at_least: f64, limit: Duration) {
+        eventually(limit, series, move || async move {
+            self.metric(series).await >= at_least
+        })
+        .await;
     }
 
     /// The value of the metric line starting with `series` (0 if absent).
@@ -345,13 +366,13 @@ async fn with_the_authority_gone_sidecars_serve_on_the_last_crl_until_it_expires
         .call("POST", "http://node-1/whoami", json!({}), json!({}))
         .await;
     assert_eq!(r["status"], 200, "{r}");
-    let b_ref = &b;
-    eventually(
+    b.wait_metric(
+        "tpm_crl_update_failures_total",
+        1.0,
         Duration::from_secs(30),
-        "B reports the failed CRL updates",
-        move || async move { b_ref.metric("tpm_crl_update_failures_total").await >= 1.0 },
     )
     .await;
+    let b_ref = &b;
     assert!(b.metric("tpm_crl_age_seconds").await >= 0.0);
     // Past nextUpdate: not ready, and the peer is refused (fail closed).
     eventually(
@@ -391,15 +412,32 @@ async fn certificates_rotate_before_expiry_without_failing_requests() {
     .await;
     let serial_after = std::fs::read_to_string(b.dir.join("state/node-cert.pem")).unwrap();
     assert_ne!(serial_before, serial_after, "a new certificate is on disk");
-    let r = a
-        .call(
-            "POST",
-            "http://node-1/fl/update",
-            json!({"after": "rotation"}),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r["status"], 200, "{r}");
+    // Once A has rotated too, its signed requests carry the new certificate's fingerprint
+    // and must travel on connections made with that certificate (the peer binds them).
+    a.wait_metric(
+        "tpm_certificate_rotations_total{result=\"renewed\"}",
+        1.0,
+        Duration::from_secs(40),
+    )
+    .await;
+    assert!(
+        b.metric("tpm_certificate_rotations_total{result=\"renewed\"}")
+            .await
+            <= 2.0,
+        "one renewal per two thirds of the life, not one per check"
+    );
+    for round in 0..3 {
+        let r = a
+            .call(
+                "POST",
+                "http://node-1/fl/update",
+                json!({"after": "rotation", "round": round}),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(r["body"]["headers"]["x-verified-signature"], "true");
+    }
     assert!(took > Duration::ZERO);
 }
 
@@ -421,15 +459,9 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
                 .unwrap()
         })
     };
-    {
-        let b_ref = &b;
-        eventually(
-            Duration::from_secs(10),
-            "the slow request reached B",
-            move || async move { b_ref.metric("tpm_connections_active").await >= 1.0 },
-        )
+    // The slow request has reached B.
+    b.wait_metric("tpm_connections_active", 1.0, Duration::from_secs(10))
         .await;
-    }
     sigterm(b.sidecar.child.id());
     let ingress = b.sidecar.addr("ingress").to_owned();
     let ingress_ref = &ingress;
@@ -486,59 +518,61 @@ fn issue_dev(
 async fn curl_with_an_admin_certificate_reads_trust_status_through_the_authoritys_sidecar() {
     let net = Net::start(&[]);
     let authority_addr = net.url.trim_start_matches("http://").to_owned();
-    let front = net.sidecar(100, &authority_addr, &[], "");
-    // Anonymous clients are let through only where the config says (here: none), so
-    // without a certificate the handshake itself is refused.
+    // The CA certificate is public; everything else needs a client certificate. The
+    // setting comes from the environment, as a container would pass it.
+    let front = net.sidecar_with_env(
+        100,
+        &authority_addr,
+        &[],
+        "",
+        &[(
+            "TRUST_PROXY_INGRESS_ANONYMOUS_PREFIXES",
+            r#"["/trust/ca-certificate"]"#,
+        )],
+    );
     let ca = net.tmp.path().join("node-100/state/ca-cert.pem");
     let (key, cert) = issue_dev(
         &net.tmp.path().join("authority"),
         &net.tmp.path().join("admin"),
         &["--admin", "ops"],
     );
-    let url = format!("https://{}/trust/status", front.addr("ingress"));
-    let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--cacert"])
-        .arg(&ca)
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        front.log_text()
-    );
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let base = format!("https://{}", front.addr("ingress"));
+    let curl = |path: &str, args: &[&str], with_cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-w", "\n%{http_code} %{http_version}", "--cacert"])
+            .arg(&ca)
+            .args(args);
+        if with_cert {
+            cmd.arg("--cert").arg(&cert).arg("--key").arg(&key);
+        }
+        let out = cmd.arg(format!("{base}{path}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, tail) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (body.to_owned(), tail.to_owned())
+    };
+    let (body, tail) = curl("/trust/status", &["--http1.1"], true);
+    assert_eq!(tail, "200 1.1", "{body}\n{}", front.log_text());
+    let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         status["total_nodes"], 1,
         "the authority's own sidecar enrolled: {status}"
     );
     assert_eq!(status["verified_nodes"], 1);
-    let anonymous = Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(&ca)
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        !anonymous.status.success(),
-        "no client certificate, no answer"
+    // HTTP/2 by ALPN, and TLS 1.2 as well as 1.3.
+    assert_eq!(curl("/trust/status", &["--http2"], true).1, "200 2");
+    assert_eq!(
+        curl("/trust/status", &["--tlsv1.2", "--tls-max", "1.2"], true).1,
+        "200 2"
     );
-    let front_node = Node {
-        sidecar: front,
-        app: None,
-        dir: PathBuf::new(),
-    };
-    assert!(
-        front_node
-            .metric("tpm_tls_handshake_failures_total{reason=\"certificate\"}")
-            .await
-            >= 1.0
-    );
+    // Anonymous: the public route answers, the others are 401 with a reason.
+    let (body, tail) = curl("/trust/ca-certificate", &[], false);
+    assert_eq!(tail, "200 2", "{body}");
+    assert!(body.contains("BEGIN CERTIFICATE"));
+    let (body, tail) = curl("/trust/status", &[], false);
+    assert_eq!(tail, "401 2", "{body}");
+    assert!(body.contains("client certificate is required"), "{body}");
+    let (body, tail) = curl("/trust/revoke/1", &["-X", "POST"], false);
+    assert_eq!(tail, "401 2", "{body}");
 }
 
 /// An HTTP/1.1 connection over mTLS to `addr` as the holder of `key`/`cert`.
@@ -678,7 +712,8 @@ async fn the_real_ingress_refuses_each_bad_request_with_its_reason_in_the_metric
     }
     let m = signer(&m_key, &m_cert, 8);
     let mut m_conn = mtls(&ingress, &ca, &m_key, &m_cert).await.unwrap();
-    let cases: Vec<(&str, u16, &str, Vec<(&'static str, String)>, &[u8])> = vec![
+    type Headers = Vec<(&'static str, String)>;
+    let cases: Vec<(&str, u16, &str, Headers, &[u8])> = vec![
         (
             "unsigned where required",
             401,
@@ -757,6 +792,17 @@ async fn the_real_ingress_refuses_each_bad_request_with_its_reason_in_the_metric
         "no refused request reached the app"
     );
 
+    // No client certificate at all.
+    let bare = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca)
+        .arg(format!(
+            "https://localhost:{}/whoami",
+            ingress.rsplit(':').next().unwrap()
+        ))
+        .output()
+        .unwrap();
+    assert!(!bare.status.success(), "no client certificate, no answer");
     // A certificate from another CA with the same name and trust domain.
     let other = net.tmp.path().join("other-ca");
     let init = trust_proxy()
@@ -823,16 +869,10 @@ async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
     // Replace the file the way tools do: write beside it, rename over it.
     std::fs::copy(&new_cert, state.join("node-cert.pem.tmp")).unwrap();
     std::fs::rename(state.join("node-cert.pem.tmp"), state.join("node-cert.pem")).unwrap();
-    let b_ref = &b;
-    eventually(
+    b.wait_metric(
+        "tpm_certificate_rotations_total{result=\"reloaded\"}",
+        1.0,
         Duration::from_secs(10),
-        "B reloads its certificate",
-        move || async move {
-            b_ref
-                .metric("tpm_certificate_rotations_total{result=\"reloaded\"}")
-                .await
-                >= 1.0
-        },
     )
     .await;
     // The new certificate is the one a fresh handshake gets.

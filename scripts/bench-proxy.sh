@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Side-by-side load benchmark: the trust-proxy sidecar and nginx, both terminating mutual
+# TLS with the same CA and CRL in front of the same fast static upstream (a separate
+# one-worker nginx answering `200 ok`), driven by tools/loadgen with real client
+# certificates. Reports req/s and p50/p99/p99.9 per mode and concurrency, handshakes/s, and
+# the sidecar's and nginx's RSS idle and after load.
+#
+#   scripts/bench-proxy.sh            # ~3 minutes after the release build
+#   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
+#
+# Every row runs REPEAT times (default 3), the sidecar and nginx alternating, and the
+# table shows the median of each figure: run-to-run noise on a shared 2-core VM is larger
+# than the differences being measured.
+# Results: a markdown table on stdout and target/bench-proxy/results.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-8s}
+WARMUP=${WARMUP:-1s}
+REPEAT=${REPEAT:-3}
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+if ! command -v nginx >/dev/null; then
+  step "installing nginx (Debian package; its service is not started)"
+  # Keep apt from starting the packaged service on port 80.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+step "release build (trust-proxy, loadgen)"
+cargo build --release --locked -q -p trust-proxy -p loadgen
+BIN=$PWD/target/release
+OUT=$PWD/target/bench-proxy
+rm -rf "$OUT" && mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# Waits for "<what> listening on <addr>" in a log; prints the address.
+wait_line() {
+  local file=$1 what=$2
+  for _ in $(seq 1 300); do
+    if grep -q "${what}listening on " "$file" 2>/dev/null; then
+      grep "${what}listening on " "$file" | head -1 | sed "s/.*listening on //"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "timed out waiting for '${what}listening on' in $file" >&2; cat "$file" >&2; return 1
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+tree_rss_kib() { # a process and its children (nginx master + workers)
+  local total=0
+  for pid in $1 $(pgrep -P "$1" || true); do total=$((total + $(rss_kib "$pid"))); done
+  echo $total
+}
+
+step "authority, client and server certificates"
+openssl rand -hex 32 > "$WORK/token"
+"$BIN/trust-proxy" authority --listen 127.0.0.1:0 --state-dir "$WORK/authority" \
+  --bootstrap-token-file "$WORK/token" > "$WORK/authority.out" 2> "$WORK/authority.log" &
+PIDS+=($!)
+AUTHORITY=$(wait_line "$WORK/authority.out" "")
+for id in 7 8; do
+  "$BIN/trust-proxy" ca issue-dev --node-id $id --dns localhost --ip 127.0.0.1 \
+    --state-dir "$WORK/authority" --out-dir "$WORK/pki" >/dev/null
+done
+CA=$WORK/authority/ca-cert.pem
+# The authority publishes its CRL on its API; both proxies use that same CRL.
+curl -sf "http://$AUTHORITY/trust/crl" > "$WORK/crl.pem"
+
+step "upstream: one nginx worker answering 200"
+UP=$(free_port)
+cat > "$WORK/upstream.conf" <<EOF
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$UP; keepalive_requests 1000000; location / { return 200 "ok\n"; } }
+}
+EOF
+nginx -c "$WORK/upstream.conf" -p "$WORK" &
+PIDS+=($!)
+
+step "trust-proxy sidecar (node 1, enrolled with the authority)"
+cat > "$WORK/sidecar.toml" <<EOF
+state_dir = "$WORK/sidecar"
+node_id = 1
+names = ["localhost", "127.0.0.1"]
+[authority]
+url = "http://$AUTHORITY"
+bootstrap_token_file = "$WORK/token"
+[ingress]
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:$UP"
+signed_prefixes = ["/signed/"]
+[admin]
+listen = "127.0.0.1:0"
+EOF
+"$BIN/trust-proxy" --log warn run --config "$WORK/sidecar.toml" > "$WORK/sidecar.out" 2> "$WORK/sidecar.log" &
+SIDECAR_PID=$!
+PIDS+=($SIDECAR_PID)
+SIDECAR=$(wait_line "$WORK/sidecar.out" "ingress ")
+ADMIN=$(wait_line "$WORK/sidecar.out" "admin ")
+until curl -sf "http://$ADMIN/readyz" >/dev/null; do sleep 0.1; done
+
+step "nginx doing mTLS + CRL (worker_processes auto)"
+NGINX_PORT=$(free_port)
+cat > "$WORK/nginx.conf" <<EOF
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $WORK/pki/node-8-cert.pem;
+    ssl_certificate_key $WORK/pki/node-8-key.pem;
+    ssl_client_certificate $CA;
+    ssl_verify_client on;
+    ssl_crl $WORK/crl.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Verified-Subject \$ssl_client_s_dn;
+    }
+  }
+}
+EOF
+nginx -c "$WORK/nginx.conf" -p "$WORK" &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+until curl -s -o /dev/null --cacert "$CA" --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" "https://localhost:$NGINX_PORT/"; do sleep 0.1; done
+
+SIDECAR_IDLE=$(rss_kib $SIDECAR_PID)
+NGINX_IDLE=$(tree_rss_kib $NGINX_PID)
+
+load() { # label target mode concurrency [extra...]
+  local label=$1 target=$2 mode=$3 conc=$4; shift 4
+  "$BIN/loadgen" --target "$target" --host localhost --ca "$CA" \
+    --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
+    --mode "$mode" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP" \
+    --label "$label" "$@" | tee -a "$OUT/results.jsonl" >&2
+}
+
+for round in $(seq 1 "$REPEAT"); do
+  step "round $round/$REPEAT: keep-alive, no signature"
+  for c in 1 16 64; do
+    load sidecar "$SIDECAR" keepalive $c --path /plain
+    load nginx "127.0.0.1:$NGINX_PORT" keepalive $c --path /plain
+  done
+  step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
+  for c in 16 64; do
+    load sidecar-signed "$SIDECAR" keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+  done
+  step "round $round/$REPEAT: a new connection and full handshake per request"
+  load sidecar "$SIDECAR" new-connection 16 --path /plain
+  load nginx "127.0.0.1:$NGINX_PORT" new-connection 16 --path /plain
+done
+
+SIDECAR_LOADED=$(awk '/^VmHWM/ {print $2}' "/proc/$SIDECAR_PID/status")
+NGINX_LOADED=$(tree_rss_kib $NGINX_PID)
+
+{
+  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | errors+non-2xx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  python3 - "$OUT/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows.setdefault((r['label'], r['mode'], r['signed'], r['concurrency']), []).append(r)
+for (label, mode, signed, conc), runs in rows.items():
+    med = lambda k: statistics.median(x[k] for x in runs)
+    rps = [x['rps'] for x in runs]
+    bad = sum(x['errors'] + x['non_2xx'] for x in runs)
+    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {bad} |")
+PY
+  echo
+  echo "| process | idle RSS | RSS after load |"
+  echo "|---|---|---|"
+  echo "| trust-proxy sidecar | $((SIDECAR_IDLE / 1024)) MiB | $((SIDECAR_LOADED / 1024)) MiB (peak, VmHWM) |"
+  echo "| nginx master + workers | $((NGINX_IDLE / 1024)) MiB | $((NGINX_LOADED / 1024)) MiB (now) |"
+  echo
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | cut -d/ -f2); $REPEAT runs of $DURATION per row."
+} | tee "$OUT/summary.md"
