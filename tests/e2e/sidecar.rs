@@ -906,3 +906,98 @@ async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
         .await;
     assert_eq!(r["status"], 200, "{r}");
 }
+
+/// `openssl s_client` as `node`'s holder: one HTTP/1.1 request, optionally resuming the
+/// session saved in `sess_in`, saving the new one to `sess_out`. Returns its stdout.
+fn s_client(
+    addr: &str,
+    state: &std::path::Path,
+    sess_in: Option<&std::path::Path>,
+    sess_out: &std::path::Path,
+) -> String {
+    use std::io::Write as _;
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        addr,
+        "-servername",
+        "localhost",
+        "-tls1_3",
+        "-ign_eof",
+    ])
+    .arg("-CAfile")
+    .arg(state.join("ca-cert.pem"))
+    .arg("-cert")
+    .arg(state.join("node-cert.pem"))
+    .arg("-key")
+    .arg(state.join("node-key.pem"))
+    .arg("-sess_out")
+    .arg(sess_out);
+    if let Some(sess) = sess_in {
+        cmd.arg("-sess_in").arg(sess);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_node_cannot_come_back_by_resuming_its_tls_session() {
+    // Envoy's CVE-2022-21654: a revoked client kept access through session resumption.
+    let net = Net::start(&[]);
+    let (a, b) = net.two_nodes("");
+    let ingress = b.sidecar.addr("ingress").to_owned();
+    let a_state = a.dir.join("state");
+    let first_session = net.tmp.path().join("a.session");
+    let first = s_client(&ingress, &a_state, None, &first_session);
+    assert!(first.contains("HTTP/1.1 200"), "{first}");
+    // Resumption works while A is trusted (so the refusal below is about revocation).
+    let again = s_client(
+        &ingress,
+        &a_state,
+        Some(&first_session),
+        &net.tmp.path().join("a2.session"),
+    );
+    assert!(
+        again.contains("Reused, TLSv1.3"),
+        "the session resumes: {again}"
+    );
+    assert!(again.contains("HTTP/1.1 200"), "{again}");
+
+    let crl_before = b.metric("tpm_crl_number").await;
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/trust/revoke/2", net.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    b.wait_metric("tpm_crl_number", crl_before + 1.0, Duration::from_secs(10))
+        .await;
+    let resumed = s_client(
+        &ingress,
+        &a_state,
+        Some(&first_session),
+        &net.tmp.path().join("a3.session"),
+    );
+    assert!(
+        !resumed.contains("HTTP/1.1 200"),
+        "a resumed session of a revoked node gets no answer: {resumed}"
+    );
+    assert!(
+        b.metric("tpm_tls_handshake_failures_total{reason=\"certificate\"}")
+            .await
+            >= 1.0,
+        "counted as a certificate refusal"
+    );
+}
