@@ -1,0 +1,256 @@
+//! [`PolicyHost`]: the chain of plugins in force, evaluated per request (deny wins), swapped
+//! atomically when the set or a plugin changes, with the folder watcher that triggers it.
+//!
+//! A reload compiles and probes the whole new set off the request path; only a set that
+//! loads completely replaces the old one. Requests already evaluating keep the chain they
+//! started with (they hold it), so a reload never fails a request.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use wasmtime::Engine;
+
+use crate::error::{Error, Result};
+use crate::plugin::{Outcome, Plugin, TICK};
+use crate::seen::SeenStore;
+use crate::set::PolicySet;
+use crate::{Decision, Denial, Request};
+
+/// Receives what the host does, for metrics.
+pub trait Observer: Send + Sync {
+    /// A plugin was evaluated: `outcome` is `allow`, `deny` or `error`.
+    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, seconds: f64);
+    /// A reload finished.
+    fn reloaded(&self, ok: bool);
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn evaluated(&self, _: &str, _: &str, _: bool, _: f64) {}
+    fn reloaded(&self, _: bool) {}
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allow, or the first enforcing denial.
+    pub decision: Decision,
+    /// `name@version` of the plugin that denied.
+    pub by: Option<String>,
+}
+
+struct Chain {
+    plugins: Vec<Plugin>,
+}
+
+/// The policy chain in force and what reloads it.
+pub struct PolicyHost {
+    engine: Engine,
+    set_path: PathBuf,
+    plugin_dir: PathBuf,
+    seen: Arc<SeenStore>,
+    current: ArcSwap<Chain>,
+    observer: Arc<dyn Observer>,
+}
+
+impl PolicyHost {
+    /// Loads the set at `set_path` (plugins from `plugin_dir`); a set that does not load
+    /// is an error (the sidecar does not start without its policies).
+    pub fn new(
+        set_path: &Path,
+        plugin_dir: &Path,
+        seen: Arc<SeenStore>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        start_ticker(&engine);
+        let chain = load_chain(&engine, set_path, plugin_dir, &seen)?;
+        Ok(Self {
+            engine,
+            set_path: set_path.to_owned(),
+            plugin_dir: plugin_dir.to_owned(),
+            seen,
+            current: ArcSwap::from_pointee(chain),
+            observer,
+        })
+    }
+
+    /// The set file in force.
+    pub fn set_path(&self) -> &Path {
+        &self.set_path
+    }
+
+    /// `name@version` of each plugin in force, in order.
+    pub fn plugins(&self) -> Vec<String> {
+        self.current
+            .load()
+            .plugins
+            .iter()
+            .map(|p| format!("{}@{}", p.entry.name, p.version))
+            .collect()
+    }
+
+    /// Evaluates `request`: plugins in order, skipping those whose routes do not cover
+    /// the path; the first enforcing denial wins; shadow plugins are counted, never enforced.
+    pub fn evaluate(&self, request: &Request) -> Verdict {
+        let chain = self.current.load_full();
+        for plugin in &chain.plugins {
+            let entry = &plugin.entry;
+            if !entry.routes.is_empty()
+                && !entry
+                    .routes
+                    .iter()
+                    .any(|r| policy_sdk::under(&request.path, r))
+            {
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = plugin.call(request);
+            let (label, denial) = match outcome {
+                Outcome::Decided(Decision::Allow) => ("allow", None),
+                Outcome::Decided(Decision::Deny(d)) => ("deny", Some(d)),
+                Outcome::Failed(why) => {
+                    tracing::warn!(plugin = %entry.name, version = %plugin.version, reason = %why, fail_open = entry.fail_open, "policy plugin failed");
+                    let denial = (!entry.fail_open).then(|| Denial {
+                        status: 403,
+                        reason: "refused by policy".into(),
+                    });
+                    ("error", denial)
+                }
+            };
+            self.observer.evaluated(
+                &entry.name,
+                label,
+                entry.shadow,
+                started.elapsed().as_secs_f64(),
+            );
+            if let Some(denial) = denial {
+                if entry.shadow {
+                    tracing::info!(plugin = %entry.name, version = %plugin.version, reason = %denial.reason, path = %request.path, "shadow policy would deny");
+                    continue;
+                }
+                return Verdict {
+                    decision: Decision::Deny(denial),
+                    by: Some(format!("{}@{}", entry.name, plugin.version)),
+                };
+            }
+        }
+        Verdict {
+            decision: Decision::Allow,
+            by: None,
+        }
+    }
+
+    /// Loads the set again and swaps it in if it loads completely; otherwise the chain in
+    /// force stays and the error says why.
+    pub fn reload(&self) -> Result<()> {
+        let started = Instant::now();
+        match load_chain(&self.engine, &self.set_path, &self.plugin_dir, &self.seen) {
+            Ok(chain) => {
+                self.current.store(Arc::new(chain));
+                self.observer.reloaded(true);
+                tracing::info!(set = %self.set_path.display(), plugins = ?self.plugins(), took = ?started.elapsed(), "policy set reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.observer.reloaded(false);
+                tracing::error!(set = %self.set_path.display(), error = %e, "policy reload refused; the previous set keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches the set's folder and the plugin folder (folders, not files: an atomic
+    /// replace swaps the file's inode) and reloads `debounce` after the last change.
+    pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<Watcher> {
+        use notify::Watcher as _;
+        let (tx, rx) = mpsc::channel::<()>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })
+            .map_err(|e| Error::Watch {
+                path: self.set_path.clone(),
+                detail: e.to_string(),
+            })?;
+        let set_dir = self
+            .set_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let mut dirs = vec![set_dir];
+        if !dirs.contains(&self.plugin_dir) {
+            dirs.push(self.plugin_dir.clone());
+        }
+        for dir in &dirs {
+            watcher
+                .watch(dir, notify::RecursiveMode::NonRecursive)
+                .map_err(|e| Error::Watch {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                })?;
+        }
+        let host = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("policy-reload".into())
+            .spawn(move || {
+                // Wait for a change, then for `debounce` of quiet, then reload.
+                while rx.recv().is_ok() {
+                    while rx.recv_timeout(debounce).is_ok() {}
+                    let Some(host) = host.upgrade() else { return };
+                    let _ = host.reload();
+                }
+            })
+            .map_err(|e| Error::Watch {
+                path: self.set_path.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Watcher { _inner: watcher })
+    }
+}
+
+/// Keeps the folder watch alive; dropping it stops reloading.
+pub struct Watcher {
+    _inner: notify::RecommendedWatcher,
+}
+
+fn load_chain(
+    engine: &Engine,
+    set_path: &Path,
+    plugin_dir: &Path,
+    seen: &Arc<SeenStore>,
+) -> Result<Chain> {
+    let set = PolicySet::load(set_path, plugin_dir)?;
+    let plugins = set
+        .plugins
+        .into_iter()
+        .map(|entry| Plugin::load(engine, entry, Arc::clone(seen)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Chain { plugins })
+}
+
+/// Advances the engine's epoch every [`TICK`] while the engine lives (the deadlines).
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let _ = std::thread::Builder::new()
+        .name("policy-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        });
+}

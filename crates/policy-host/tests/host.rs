@@ -1,0 +1,387 @@
+//! The policy host with the real plugins built from `plugins/`: decisions, containment of
+//! misbehaving plugins, refusal of broken ones, shadow mode, and hot reload under load.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use policy_host::seen::SeenStore;
+use policy_host::{
+    BUILT_PLUGIN_DIR, Decision, Observer, Peer, PolicyHost, Request, SignatureFacts, Verdict,
+};
+
+fn built(name: &str) -> PathBuf {
+    Path::new(BUILT_PLUGIN_DIR).join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// A folder with copies of the built plugins and a set file.
+struct Folder {
+    dir: tempfile::TempDir,
+}
+
+impl Folder {
+    fn new(set: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [
+            "admin-only-revoke",
+            "replay-window",
+            "route-allow-list",
+            "misbehave",
+            "wrong-world",
+        ] {
+            std::fs::copy(
+                built(p),
+                dir.path().join(format!("{}.wasm", p.replace('-', "_"))),
+            )
+            .unwrap();
+        }
+        let f = Self { dir };
+        f.write_set(set);
+        f
+    }
+
+    fn set(&self) -> PathBuf {
+        self.dir.path().join("set.toml")
+    }
+
+    /// Replaces the set atomically (write beside, rename over).
+    fn write_set(&self, text: &str) {
+        let tmp = self.dir.path().join("set.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.set()).unwrap();
+    }
+
+    fn host(&self, observer: Arc<dyn Observer>) -> policy_host::Result<PolicyHost> {
+        PolicyHost::new(
+            &self.set(),
+            self.dir.path(),
+            Arc::new(SeenStore::new(10_000)),
+            observer,
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    evaluated: Mutex<Vec<(String, String, bool)>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl Observer for Counts {
+    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, _: f64) {
+        self.evaluated
+            .lock()
+            .unwrap()
+            .push((plugin.into(), outcome.into(), shadow));
+    }
+    fn reloaded(&self, ok: bool) {
+        if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_failed
+        }
+        .fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn request(method: &str, path: &str, roles: Option<&[&str]>) -> Request {
+    Request {
+        method: method.into(),
+        path: path.into(),
+        query: None,
+        headers: Vec::new(),
+        peer: roles.map(|roles| Peer {
+            spiffe_id: "spiffe://test/node/2".into(),
+            id: "2".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            serial: "01".into(),
+            not_after: u64::MAX,
+        }),
+        signature: None,
+        received_at_ms: 0,
+    }
+}
+
+fn status(v: &Verdict) -> u16 {
+    match &v.decision {
+        Decision::Allow => 200,
+        Decision::Deny(d) => d.status,
+    }
+}
+
+const ADMIN_ONLY: &str = "[[plugin]]\nname = \"admin-only-revoke\"\n";
+
+#[test]
+fn admin_only_revoke_admits_admins_and_refuses_nodes_on_every_spelling() {
+    let folder = Folder::new(ADMIN_ONLY);
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    for path in [
+        "/trust/revoke/3",
+        "/TRUST/revoke/3/",
+        "/trust/%72evoke/3",
+        "/trust/revoke",
+    ] {
+        assert_eq!(
+            status(&host.evaluate(&request("POST", path, Some(&["admin"])))),
+            200,
+            "{path}"
+        );
+        let denied = host.evaluate(&request("POST", path, Some(&["node"])));
+        assert_eq!(status(&denied), 403, "{path}");
+        assert!(
+            denied
+                .by
+                .as_deref()
+                .unwrap()
+                .starts_with("admin-only-revoke@")
+        );
+        assert_eq!(
+            status(&host.evaluate(&request("POST", path, None))),
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        status(&host.evaluate(&request("GET", "/trust/status", Some(&["node"])))),
+        200
+    );
+}
+
+#[test]
+fn replay_window_refuses_the_same_signed_request_twice_through_the_shared_store() {
+    let folder = Folder::new(
+        "[[plugin]]\nname = \"replay-window\"\n[plugin.settings]\nwindow_seconds = 60\n",
+    );
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let signed = |nonce: &str, timestamp: u64| {
+        let mut r = request("POST", "/fl/update", Some(&["node"]));
+        r.signature = Some(SignatureFacts {
+            node: "2".into(),
+            timestamp,
+            nonce: nonce.into(),
+        });
+        r.received_at_ms = now.as_millis() as u64;
+        r
+    };
+    let t = now.as_secs();
+    assert_eq!(status(&host.evaluate(&signed("n1", t))), 200);
+    assert_eq!(status(&host.evaluate(&signed("n1", t))), 401, "replayed");
+    assert_eq!(
+        status(&host.evaluate(&signed("n2", t - 61))),
+        401,
+        "outside the window"
+    );
+    assert_eq!(
+        status(&host.evaluate(&signed("n3", t - 59))),
+        200,
+        "inside the window"
+    );
+}
+
+#[test]
+fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 20\nmemory_mb = 8\n");
+    let counts = Arc::new(Counts::default());
+    let host = folder.host(counts.clone()).unwrap();
+    for path in ["/trap", "/spin", "/grow"] {
+        let started = Instant::now();
+        let v = host.evaluate(&request("GET", path, Some(&["node"])));
+        assert_eq!(status(&v), 403, "{path} fails closed");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{path} was stopped"
+        );
+        // The instance that failed is gone; the plugin still answers.
+        assert_eq!(
+            status(&host.evaluate(&request("GET", "/ok", Some(&["node"])))),
+            200
+        );
+    }
+    assert_eq!(status(&host.evaluate(&request("GET", "/deny", None))), 418);
+    let errors = counts
+        .evaluated
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, outcome, _)| outcome == "error")
+        .count();
+    assert_eq!(errors, 3);
+
+    let open = Folder::new("[[plugin]]\nname = \"misbehave\"\nfail = \"open\"\ntimeout_ms = 20\n");
+    let host = open.host(Arc::new(Counts::default())).unwrap();
+    assert_eq!(
+        status(&host.evaluate(&request("GET", "/spin", None))),
+        200,
+        "fail-open admits"
+    );
+}
+
+#[test]
+fn broken_plugins_and_sets_are_refused_with_the_reason() {
+    let folder = Folder::new(ADMIN_ONLY);
+    std::fs::write(folder.dir.path().join("garbage.wasm"), b"\0asm garbage").unwrap();
+    let whole = std::fs::read(built("admin-only-revoke")).unwrap();
+    std::fs::write(
+        folder.dir.path().join("truncated.wasm"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
+    for (set, needle) in [
+        (
+            "[[plugin]]\nname = \"x\"\nfile = \"garbage.wasm\"\n",
+            "not a loadable component",
+        ),
+        (
+            "[[plugin]]\nname = \"x\"\nfile = \"truncated.wasm\"\n",
+            "not a loadable component",
+        ),
+        (
+            "[[plugin]]\nname = \"wrong-world\"\n",
+            "not a `sovereign:policy/policy` component",
+        ),
+        ("[[plugin]]\nname = \"missing\"\n", "cannot read"),
+        (
+            "[[plugin]]\nname = \"misbehave\"\n[plugin.settings]\non_probe = \"trap\"\n",
+            "probe",
+        ),
+        (
+            "[[plugin]]\nname = \"admin-only-revoke\"\nfial = \"open\"\n",
+            "fial",
+        ),
+    ] {
+        folder.write_set(set);
+        let err = folder
+            .host(Arc::new(Counts::default()))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains(needle)),
+            "{set}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn shadow_plugins_are_counted_but_never_enforced() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\nshadow = true\n");
+    let counts = Arc::new(Counts::default());
+    let host = folder.host(counts.clone()).unwrap();
+    assert_eq!(status(&host.evaluate(&request("GET", "/deny", None))), 200);
+    assert!(
+        counts
+            .evaluated
+            .lock()
+            .unwrap()
+            .contains(&("misbehave".into(), "deny".into(), true))
+    );
+}
+
+#[test]
+fn routes_limit_a_plugin_to_its_prefixes_whatever_the_spelling() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\nroutes = [\"/guarded\"]\n");
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    // `/deny` is outside the plugin's routes: not evaluated, admitted.
+    assert_eq!(status(&host.evaluate(&request("GET", "/deny", None))), 200);
+    let folder =
+        Folder::new("[[plugin]]\nname = \"admin-only-revoke\"\nroutes = [\"/trust/revoke\"]\n");
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    assert_eq!(
+        status(&host.evaluate(&request("POST", "/TRUST/%72evoke/3", Some(&["node"])))),
+        403,
+        "an encoded or upper-case spelling is still under the route"
+    );
+}
+
+#[test]
+fn hot_reload_under_load_loses_no_request_and_refuses_a_broken_set() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\n");
+    let counts = Arc::new(Counts::default());
+    let host = Arc::new(folder.host(counts.clone()).unwrap());
+    let _watch = host.watch(Duration::from_millis(50)).unwrap();
+    // A client evaluates `/deny` continuously; it flips between allowed (misbehave is
+    // replaced by a set without it) and denied, never anything else.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (evaluated, unexpected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let client = {
+        let (host, stop, evaluated, unexpected) = (
+            Arc::clone(&host),
+            Arc::clone(&stop),
+            Arc::clone(&evaluated),
+            Arc::clone(&unexpected),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let s = status(&host.evaluate(&request("GET", "/deny", None)));
+                if s != 200 && s != 418 {
+                    unexpected.fetch_add(1, Ordering::SeqCst);
+                }
+                evaluated.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for = |want: u16, what: &str| {
+        let start = Instant::now();
+        while status(&host.evaluate(&request("GET", "/deny", None))) != want {
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::yield_now();
+        }
+        start.elapsed()
+    };
+    let mut slowest = Duration::ZERO;
+    for round in 0..5 {
+        folder.write_set("[[plugin]]\nname = \"admin-only-revoke\"\n");
+        slowest = slowest.max(wait_for(200, &format!("round {round}: new set in force")));
+        folder.write_set("[[plugin]]\nname = \"misbehave\"\n");
+        slowest = slowest.max(wait_for(418, &format!("round {round}: back")));
+    }
+    // A broken set is refused; the one in force keeps deciding.
+    let failed_before = counts.reloads_failed.load(Ordering::SeqCst);
+    folder.write_set("[[plugin]]\nname = \"wrong-world\"\n");
+    let start = Instant::now();
+    while counts.reloads_failed.load(Ordering::SeqCst) == failed_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the broken set was looked at"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(status(&host.evaluate(&request("GET", "/deny", None))), 418);
+    // A plugin file caught half-written is refused, then taken once complete.
+    let whole = std::fs::read(built("admin-only-revoke")).unwrap();
+    let target = folder.dir.path().join("misbehave.wasm");
+    std::fs::write(&target, &whole[..whole.len() / 3]).unwrap();
+    let failed_before = counts.reloads_failed.load(Ordering::SeqCst);
+    let start = Instant::now();
+    while counts.reloads_failed.load(Ordering::SeqCst) == failed_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the half-written file was looked at"
+        );
+        std::thread::yield_now();
+    }
+    folder.write_set("[[plugin]]\nname = \"misbehave\"\n");
+    assert_eq!(
+        status(&host.evaluate(&request("GET", "/deny", None))),
+        418,
+        "old chain still serving"
+    );
+    std::fs::write(&target, &whole).unwrap();
+    // The complete file is admin-only-revoke now: `/deny` is allowed.
+    wait_for(200, "the completed file is in force");
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    assert_eq!(
+        unexpected.load(Ordering::SeqCst),
+        0,
+        "no request failed because of a reload"
+    );
+    assert!(evaluated.load(Ordering::SeqCst) > 0);
+    eprintln!("slowest reload seen by a client: {slowest:?}");
+}
