@@ -21,13 +21,14 @@ use crate::error::{Error, Result};
 pub const ENV_PREFIX: &str = "TRUST_PROXY_";
 /// Variables with the prefix that belong to the command line, not to the file.
 const NOT_FIELDS: [&str; 3] = ["CONFIG", "LOG", "LOG_FORMAT"];
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "authority",
     "ingress",
     "egress",
     "admin",
     "rotation",
     "limits",
+    "policy",
 ];
 
 /// The whole file.
@@ -58,6 +59,9 @@ pub struct SidecarConfig {
     /// Connection and timing limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The Wasm policy chain; without it every request the native checks admit is admitted.
+    #[serde(default)]
+    pub policy: Option<PolicySection>,
     /// Time in-flight requests get to finish after SIGTERM.
     #[serde(default = "defaults::grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -138,6 +142,23 @@ pub struct PeerEntry {
     /// the certificate must carry `name` as a DNS name.
     #[serde(default)]
     pub node_id: Option<u32>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// The policy-set file (`policies/<name>.toml`); its folder is watched.
+    pub set: PathBuf,
+    /// Where the plugins' `.wasm` files are; watched too.
+    pub plugin_dir: PathBuf,
+    /// Keys the shared seen-before store holds at most (replay nonces); when full, new
+    /// keys are refused rather than old ones forgotten.
+    #[serde(default = "defaults::seen_capacity")]
+    pub seen_capacity: u64,
+    /// Quiet time after a change in the watched folders before the set is reloaded.
+    #[serde(default = "defaults::debounce", with = "humantime_serde")]
+    pub reload_debounce: Duration,
 }
 
 /// `[admin]`.
@@ -258,6 +279,12 @@ mod defaults {
     }
     pub fn h2_streams() -> u32 {
         256
+    }
+    pub fn seen_capacity() -> u64 {
+        1_000_000
+    }
+    pub fn debounce() -> Duration {
+        Duration::from_millis(100)
     }
     pub fn worker_threads() -> usize {
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -384,6 +411,26 @@ impl SidecarConfig {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be at least 1");
+        }
+        if let Some(policy) = &self.policy {
+            if !policy.set.is_file() {
+                return bad(
+                    "policy.set",
+                    &format!("{} is not a file", policy.set.display()),
+                );
+            }
+            if !policy.plugin_dir.is_dir() {
+                return bad(
+                    "policy.plugin_dir",
+                    &format!("{} is not a folder", policy.plugin_dir.display()),
+                );
+            }
+            if policy.seen_capacity == 0 {
+                return bad("policy.seen_capacity", "must be at least 1");
+            }
+            if policy.reload_debounce > Duration::from_secs(10) {
+                return bad("policy.reload_debounce", "at most 10 s");
+            }
         }
         if self.limits.max_header_bytes < 8192 {
             return bad("limits.max_header_bytes", "at least 8192");

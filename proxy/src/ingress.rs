@@ -619,7 +619,15 @@ pub async fn handle(
         received_at: time,
     });
     if let Decision::Deny { status, reason, by } = decision {
-        tracing::info!(policy = %by, %reason, path = %path, "request denied by policy");
+        // The decision record: who, what, which plugin (and version), why.
+        tracing::info!(
+            peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
+            method = %parts.method,
+            path = %path,
+            plugin = %by,
+            %reason,
+            "request denied by policy"
+        );
         let status = StatusCode::from_u16(status)
             .ok()
             .filter(|s| s.is_client_error())

@@ -45,6 +45,12 @@ pub struct Metrics {
     ready: IntGauge,
     ingress_forwarded: IntCounter,
     egress_forwarded: IntCounter,
+    /// Policy plugin evaluations by plugin, outcome (allow, deny, error) and shadow.
+    pub policy_evaluations: IntCounterVec,
+    /// Policy plugin evaluation time, by plugin.
+    pub policy_duration: prometheus::HistogramVec,
+    /// Policy-set reloads by result (ok, failed).
+    pub policy_reloads: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -122,7 +128,27 @@ impl Metrics {
             "Requests by direction (ingress, egress) and outcome (forwarded, refused_certificate, refused_signature, refused_policy, refused_request, upstream_error)",
             &["direction", "outcome"],
         );
+        let policy_duration = must(prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "tpm_policy_evaluation_duration_seconds",
+                "Time one policy plugin took for one request",
+            )
+            .buckets(vec![1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1]),
+            &["plugin"],
+        ));
+        must(registry.register(Box::new(policy_duration.clone())));
         Self {
+            policy_evaluations: counter_vec(
+                "tpm_policy_evaluations_total",
+                "Policy plugin evaluations by plugin, outcome (allow, deny, error: trap, deadline or memory limit) and shadow",
+                &["plugin", "outcome", "shadow"],
+            ),
+            policy_duration,
+            policy_reloads: counter_vec(
+                "tpm_policy_reloads_total",
+                "Policy-set reloads by result (ok, failed: the previous set keeps serving)",
+                &["result"],
+            ),
             ingress_forwarded: requests.with_label_values(&["ingress", "forwarded"]),
             egress_forwarded: requests.with_label_values(&["egress", "forwarded"]),
             requests,
@@ -241,5 +267,22 @@ fn catch_up(counter: &IntCounter, total: u64) {
     let seen = counter.get();
     if total > seen {
         counter.inc_by(total - seen);
+    }
+}
+
+impl policy_host::Observer for Metrics {
+    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, seconds: f64) {
+        self.policy_evaluations
+            .with_label_values(&[plugin, outcome, if shadow { "true" } else { "false" }])
+            .inc();
+        self.policy_duration
+            .with_label_values(&[plugin])
+            .observe(seconds);
+    }
+
+    fn reloaded(&self, ok: bool) {
+        self.policy_reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
     }
 }

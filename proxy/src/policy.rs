@@ -1,7 +1,7 @@
 //! The admission step: after TLS, identity and signature checks, the ingress asks an
-//! [`Admission`] whether to let a request through. The Wasm policy chain (issue 5) is one
-//! implementation; until a policy set is configured the sidecar uses [`AllowAll`], which
-//! admits everything the native checks admitted.
+//! [`Admission`] whether to let a request through. [`WasmPolicy`] runs the Wasm policy
+//! chain of the configured set (`[policy]` in the config); without one the sidecar uses
+//! [`AllowAll`], which admits everything the native checks admitted.
 //!
 //! The request a policy sees is exactly what will be forwarded: the path is the one
 //! normalised by [`crate::ingress`], so a policy matching `/trust/revoke/` sees the same
@@ -69,5 +69,58 @@ pub struct AllowAll;
 impl Admission for AllowAll {
     fn decide(&self, _request: &AdmissionRequest<'_>) -> Decision {
         Decision::Allow
+    }
+}
+
+/// The Wasm policy chain ([`policy_host::PolicyHost`]) as the admission step.
+pub struct WasmPolicy {
+    host: std::sync::Arc<policy_host::PolicyHost>,
+}
+
+impl WasmPolicy {
+    /// Admission by `host`'s chain.
+    pub fn new(host: std::sync::Arc<policy_host::PolicyHost>) -> Self {
+        Self { host }
+    }
+}
+
+impl Admission for WasmPolicy {
+    fn decide(&self, request: &AdmissionRequest<'_>) -> Decision {
+        let wasm_request = policy_host::Request {
+            method: request.method.to_owned(),
+            path: request.path.to_owned(),
+            query: request.query.map(str::to_owned),
+            headers: request
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (k.as_str().to_owned(), v.to_owned()))
+                })
+                .collect(),
+            peer: request.peer.map(|p| policy_host::Peer {
+                spiffe_id: p.spiffe_id.clone(),
+                id: p.id_string(),
+                roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                serial: p.serial.to_string(),
+                not_after: p.not_after.as_secs(),
+            }),
+            signature: request.signature.map(|s| policy_host::SignatureFacts {
+                node: s.node.to_owned(),
+                timestamp: s.timestamp,
+                nonce: s.nonce.to_owned(),
+            }),
+            received_at_ms: request.received_at.as_secs() * 1000,
+        };
+        let verdict = self.host.evaluate(&wasm_request);
+        match verdict.decision {
+            policy_host::Decision::Allow => Decision::Allow,
+            policy_host::Decision::Deny(denial) => Decision::Deny {
+                status: denial.status,
+                reason: denial.reason,
+                by: verdict.by.unwrap_or_default(),
+            },
+        }
     }
 }

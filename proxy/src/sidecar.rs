@@ -24,7 +24,9 @@ use crate::egress::{Egress, EgressSettings, Expect, Route};
 use crate::error::{Error, Result};
 use crate::ingress::{Ingress, IngressSettings};
 use crate::metrics::Metrics;
-use crate::policy::AllowAll;
+use crate::policy::{Admission, AllowAll, WasmPolicy};
+use policy_host::PolicyHost;
+use policy_host::seen::SeenStore;
 
 /// `trust-proxy run`.
 pub fn run(args: RunArgs) -> Result<()> {
@@ -103,11 +105,30 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         drain: config.shutdown_grace,
         window: Default::default(),
     };
+    let (admission, _policy_watch): (Arc<dyn Admission>, _) = match &config.policy {
+        None => (Arc::new(AllowAll), None),
+        Some(section) => {
+            let host = Arc::new(
+                PolicyHost::new(
+                    &section.set,
+                    &section.plugin_dir,
+                    Arc::new(SeenStore::new(section.seen_capacity)),
+                    Arc::new(metrics.clone()),
+                )
+                .map_err(|e| Error::Usage(format!("config `policy.set`: {e}")))?,
+            );
+            let watch = host
+                .watch(section.reload_debounce)
+                .map_err(|e| Error::Service(e.to_string()))?;
+            tracing::info!(set = %section.set.display(), plugins = ?host.plugins(), "policy set in force; watching for changes");
+            (Arc::new(WasmPolicy::new(host)), Some(watch))
+        }
+    };
     let ingress = Arc::new(Ingress::new(
         Arc::clone(&cache),
         credentials.server_resolver(),
         settings,
-        Arc::new(AllowAll),
+        admission,
         metrics.clone(),
     )?);
     let threads = config.limits.worker_threads;

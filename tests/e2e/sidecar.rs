@@ -1001,3 +1001,178 @@ async fn a_revoked_node_cannot_come_back_by_resuming_its_tls_session() {
         "counted as a certificate refusal"
     );
 }
+
+/// Environment that puts policy set `set` (from `policies/`) in force.
+fn policy_env(set: &str) -> [(&'static str, String); 2] {
+    [
+        (
+            "TRUST_PROXY_POLICY_SET",
+            format!("\"{}\"", repo_root().join("policies").join(set).display()),
+        ),
+        (
+            "TRUST_PROXY_POLICY_PLUGIN_DIR",
+            format!("\"{}\"", policy_host::BUILT_PLUGIN_DIR),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_only_revoke_lets_an_admin_revoke_through_the_authoritys_sidecar_and_no_node() {
+    let net = Net::start(&[]);
+    let authority_addr = net.url.trim_start_matches("http://").to_owned();
+    let env = policy_env("authority.toml");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let front = net.sidecar_with_env(100, &authority_addr, &[], "", &env);
+    // A node to revoke (enrolled by its own sidecar).
+    let _victim = net.sidecar(5, "127.0.0.1:9", &[], "");
+    let ca = net.tmp.path().join("node-100/state/ca-cert.pem");
+    let authority_state = net.tmp.path().join("authority");
+    let (admin_key, admin_cert) = issue_dev(
+        &authority_state,
+        &net.tmp.path().join("admin"),
+        &["--admin", "ops"],
+    );
+    let (node_key, node_cert) = issue_dev(
+        &authority_state,
+        &net.tmp.path().join("n7"),
+        &["--node-id", "7"],
+    );
+    let base = format!("https://{}", front.addr("ingress"));
+    let post = |path: &str, key: &PathBuf, cert: &PathBuf| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                "--path-as-is",
+                "-w",
+                "\\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(format!("{base}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_owned(), body.to_owned())
+    };
+    for path in [
+        "/trust/revoke/5",
+        "/trust/revoke/5/",
+        "/TRUST/REVOKE/5",
+        "/trust/%72evoke/5",
+        "//trust//revoke/5",
+        "/trust/./revoke/5",
+        "/x/../trust/revoke/5",
+    ] {
+        let (code, body) = post(path, &node_key, &node_cert);
+        assert_eq!(
+            code,
+            "403",
+            "a node on {path}: {body}\n{}",
+            front.log_text()
+        );
+    }
+    let front_node = Node {
+        sidecar: front,
+        app: None,
+        dir: PathBuf::new(),
+    };
+    assert!(
+        front_node
+            .metric("tpm_policy_evaluations_total{outcome=\"deny\",plugin=\"admin-only-revoke\",shadow=\"false\"}")
+            .await
+            >= 7.0
+    );
+    let status: Value = reqwest::get(format!("{}/trust/status", net.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["revoked_certificates"], 0,
+        "no node revoked anything"
+    );
+    let (code, body) = post("/trust/revoke/5", &admin_key, &admin_cert);
+    assert_eq!(code, "200", "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["revoked"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_window_refuses_the_same_signed_request_the_second_time() {
+    use trust_core::{MessageSigner, NodeKey, RequestParts, UnixTime};
+    let net = Net::start(&[]);
+    let app_b = net.app("b", None);
+    let env = policy_env("node.toml");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b = Node {
+        sidecar: net.sidecar_with_env(1, app_b.addr(""), &[], "", &env),
+        app: Some(app_b),
+        dir: net.tmp.path().join("node-1"),
+    };
+    let ingress = b.sidecar.addr("ingress").to_owned();
+    let ca = b.dir.join("state/ca-cert.pem");
+    let (key, cert) = issue_dev(
+        &net.tmp.path().join("authority"),
+        &net.tmp.path().join("a"),
+        &["--node-id", "7"],
+    );
+    let signer = MessageSigner::new(
+        NodeKey::from_pkcs8_pem(&std::fs::read_to_string(&key).unwrap()).unwrap(),
+        &trust_core::Subject::Node(trust_core::NodeId::new(7).unwrap()),
+        &pem::parse(std::fs::read_to_string(&cert).unwrap())
+            .unwrap()
+            .into_contents(),
+    );
+    let body = br#"{"round":9}"#;
+    let sign = || -> Vec<(&'static str, String)> {
+        signer
+            .sign(
+                &RequestParts::new("POST", "localhost", "/fl/update", body),
+                UnixTime::now(),
+            )
+            .unwrap()
+            .pairs()
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect()
+    };
+    let captured = sign();
+    let mut conn = mtls(&ingress, &ca, &key, &cert).await.unwrap();
+    assert_eq!(
+        post(&mut conn, "localhost", "/fl/update", body, &captured).await,
+        Ok(200)
+    );
+    assert_eq!(
+        post(&mut conn, "localhost", "/fl/update", body, &captured).await,
+        Ok(401),
+        "replayed"
+    );
+    // On another connection too: the store is the sidecar's, not the connection's.
+    let mut other = mtls(&ingress, &ca, &key, &cert).await.unwrap();
+    assert_eq!(
+        post(&mut other, "localhost", "/fl/update", body, &captured).await,
+        Ok(401)
+    );
+    // A fresh signature passes.
+    assert_eq!(
+        post(&mut other, "localhost", "/fl/update", body, &sign()).await,
+        Ok(200)
+    );
+    assert!(
+        b.metric("tpm_policy_evaluations_total{outcome=\"deny\",plugin=\"replay-window\",shadow=\"false\"}").await
+            >= 2.0
+    );
+    assert_eq!(
+        b.metric("tpm_requests_total{direction=\"ingress\",outcome=\"refused_policy\"}")
+            .await,
+        2.0
+    );
+}

@@ -385,3 +385,24 @@ fn hot_reload_under_load_loses_no_request_and_refuses_a_broken_set() {
     assert!(evaluated.load(Ordering::SeqCst) > 0);
     eprintln!("slowest reload seen by a client: {slowest:?}");
 }
+
+#[test]
+fn the_shipped_policy_sets_load_with_the_built_plugins() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let host = PolicyHost::new(
+                &path,
+                Path::new(BUILT_PLUGIN_DIR),
+                Arc::new(SeenStore::new(100)),
+                Arc::new(Counts::default()),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(!host.plugins().is_empty());
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 2);
+}
