@@ -63,6 +63,9 @@ pub enum Command {
     /// Sign a request or verify a signed one, as the sidecars do.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Check a policy set, or run request fixtures through it (for CI).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run the trust authority: root CA, enrollment, registry, revocation, the /trust/* API.
     #[command(
         after_help = "Example:\n  openssl rand -hex 32 > token && chmod 600 token\n  trust-proxy authority --state-dir ./authority --listen 127.0.0.1:7000 --bootstrap-token-file token\n\nPrints `listening on <addr>` once it serves. SIGTERM or Ctrl-C drains in-flight requests and exits 0."
@@ -91,6 +94,56 @@ Example:
 
 A commented config: docs/examples/sidecar.toml. SIGTERM or Ctrl-C stops accepting, lets
 in-flight requests finish (shutdown_grace) and exits 0.";
+
+/// `trust-proxy policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy set exactly as a reload would (read, compile, check the world, probe)
+    /// and list its plugins; exit 65 with the reason if it would be refused.
+    #[command(
+        after_help = "Example:\n  trust-proxy policy check --set policies/node.toml --plugin-dir target/plugins/wasm32-wasip2/release"
+    )]
+    Check(PolicySetArgs),
+    /// Run request fixtures through a policy set and compare the decisions; exit 1 on any
+    /// mismatch. Cases run in order against one seen-before store, so a replay case can
+    /// follow the request it replays.
+    #[command(after_help = POLICY_TEST_HELP)]
+    Test {
+        #[command(flatten)]
+        #[allow(missing_docs, reason = "flattened group documents itself")]
+        set: PolicySetArgs,
+        /// The fixtures (TOML, `[[case]]` entries).
+        #[arg(long)]
+        cases: PathBuf,
+    },
+}
+
+const POLICY_TEST_HELP: &str = "\
+Example:
+  trust-proxy policy test --set policies/authority.toml \\
+    --plugin-dir target/plugins/wasm32-wasip2/release --cases policies/tests/authority.toml
+
+A case:
+  [[case]]
+  name = \"a node cannot revoke, however the path is spelled\"
+  method = \"POST\"                  # default GET
+  path = \"/trust/%72evoke/3\"       # as sent; normalised as the ingress does
+  roles = [\"node\"]                 # the peer's roles; omit for an anonymous client
+  peer_id = \"3\"                    # default 1
+  signature = { node = \"3\", timestamp = \"now-10\", nonce = \"n1\" }   # optional
+  expect = \"deny\"                  # allow | deny
+  status = 403                     # optional, checked when given";
+
+/// A policy set and where its plugins are.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The policy-set file.
+    #[arg(long)]
+    pub set: PathBuf,
+    /// The folder with the plugins' .wasm files.
+    #[arg(long, default_value = "target/plugins/wasm32-wasip2/release")]
+    pub plugin_dir: PathBuf,
+}
 
 /// `trust-proxy run`
 #[derive(Debug, Args)]
@@ -445,6 +498,7 @@ pub fn run(command: Command) -> crate::Result<()> {
         Command::Message(c) => offline::message(c),
         Command::Authority(args) => crate::serve::authority(args),
         Command::Run(args) => crate::sidecar::run(args),
+        Command::Policy(c) => crate::policy_cli::run(c),
     }
 }
 

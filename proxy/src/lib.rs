@@ -17,7 +17,8 @@
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, path normalisation, signature, policy, identity headers, forwarding |
 //! | [`egress`] | the outbound forward proxy: `HTTP_PROXY` in, signed mTLS out |
-//! | [`policy`] | the admission interface the Wasm policy chain implements |
+//! | [`policy`] | the admission step: the interface, allow-all, the Wasm policy chain |
+//! | [`policy_cli`] | `trust-proxy policy check` and `policy test` |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the sidecar's Prometheus metrics |
 //! | [`tls`] | rustls client-certificate verification over `trust-core`'s trust cache |
@@ -36,6 +37,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod offline;
 pub mod policy;
+pub mod policy_cli;
 pub mod serve;
 pub mod sidecar;
 pub mod tls;

@@ -11,5 +11,6 @@ mod cli_exit_codes;
 mod crl_follow;
 mod ingress;
 mod openssl_interop;
+mod policy_cli;
 mod python_interop;
 mod sidecar;

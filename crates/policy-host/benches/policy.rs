@@ -66,7 +66,13 @@ fn main() {
     let mut counter = 0u64;
     for n in [0usize, 1, 2, 5] {
         std::fs::write(&set, PLUGINS[..n].concat()).unwrap();
-        let host = PolicyHost::new(&set, plugin_dir, Arc::new(SeenStore::new(10_000_000)), Arc::new(NoObserver)).unwrap();
+        let host = PolicyHost::new(
+            &set,
+            plugin_dir,
+            Arc::new(SeenStore::new(10_000_000)),
+            Arc::new(NoObserver),
+        )
+        .unwrap();
         for _ in 0..2000 {
             counter += 1;
             host.evaluate(&request(counter));
@@ -88,7 +94,13 @@ fn main() {
         let mut samples = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
-            PolicyHost::new(&set, plugin_dir, Arc::new(SeenStore::new(10)), Arc::new(NoObserver)).unwrap();
+            PolicyHost::new(
+                &set,
+                plugin_dir,
+                Arc::new(SeenStore::new(10)),
+                Arc::new(NoObserver),
+            )
+            .unwrap();
             samples.push(t.elapsed());
         }
         percentiles(&format!("load {name} (compile, link, probe)"), samples);
@@ -101,7 +113,15 @@ fn main() {
         "[[plugin]]\nname = \"admin-only-revoke\"\n",
     ];
     std::fs::write(&set, flip[1]).unwrap();
-    let host = Arc::new(PolicyHost::new(&set, plugin_dir, Arc::new(SeenStore::new(10)), Arc::new(NoObserver)).unwrap());
+    let host = Arc::new(
+        PolicyHost::new(
+            &set,
+            plugin_dir,
+            Arc::new(SeenStore::new(10)),
+            Arc::new(NoObserver),
+        )
+        .unwrap(),
+    );
     let _watch = host.watch(Duration::from_millis(20)).unwrap();
     let mut samples = Vec::new();
     for round in 0..20 {
@@ -121,5 +141,8 @@ fn main() {
         }
         samples.push(t.elapsed());
     }
-    percentiles("reload: file renamed -> new set deciding (20 ms debounce)", samples);
+    percentiles(
+        "reload: file renamed -> new set deciding (20 ms debounce)",
+        samples,
+    );
 }

@@ -1,0 +1,228 @@
+//! `trust-proxy policy check` and `trust-proxy policy test`: what a reload would do, and
+//! request fixtures with expected decisions, so policies get unit tests in CI.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use policy_host::chain::NoObserver;
+use policy_host::seen::SeenStore;
+use policy_host::{Decision, Peer, PolicyHost, Request, SignatureFacts};
+use serde::Deserialize;
+
+use crate::cli::{PolicyCommand, PolicySetArgs};
+use crate::error::{Error, Result};
+use crate::ingress::normalise_path;
+
+/// Dispatch.
+pub fn run(command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Check(args) => {
+            let host = load(&args)?;
+            println!("{}: loads; plugins in order:", args.set.display());
+            for p in host.plugins() {
+                println!("  {p}");
+            }
+            Ok(())
+        }
+        PolicyCommand::Test { set, cases } => test(&set, &cases),
+    }
+}
+
+fn load(args: &PolicySetArgs) -> Result<PolicyHost> {
+    PolicyHost::new(
+        &args.set,
+        &args.plugin_dir,
+        Arc::new(SeenStore::new(1_000_000)),
+        Arc::new(NoObserver),
+    )
+    .map_err(|e| Error::BadInput {
+        path: args.set.clone(),
+        detail: e.to_string(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cases {
+    #[serde(default)]
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default = "get")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default = "one")]
+    peer_id: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    signature: Option<CaseSignature>,
+    expect: String,
+    #[serde(default)]
+    status: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSignature {
+    node: String,
+    /// Unix seconds, or `now`, `now-N`, `now+N`.
+    timestamp: toml::Value,
+    nonce: String,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn one() -> String {
+    "1".into()
+}
+
+fn timestamp(value: &toml::Value, now: u64) -> Option<u64> {
+    match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => {
+            let rest = s.strip_prefix("now")?;
+            if rest.is_empty() {
+                Some(now)
+            } else if let Some(n) = rest.strip_prefix('-') {
+                now.checked_sub(n.parse().ok()?)
+            } else {
+                now.checked_add(rest.strip_prefix('+')?.parse().ok()?)
+            }
+        }
+        _ => None,
+    }
+}
+
+fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(cases_path).map_err(Error::no_input(cases_path))?;
+    let cases: Cases = toml::from_str(&text).map_err(|e| Error::BadInput {
+        path: cases_path.to_owned(),
+        detail: e.message().to_owned(),
+    })?;
+    if cases.case.is_empty() {
+        return Err(Error::BadInput {
+            path: cases_path.to_owned(),
+            detail: "no [[case]] entries".into(),
+        });
+    }
+    let host = load(args)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut failed = 0;
+    for (i, case) in cases.case.iter().enumerate() {
+        let bad = |detail: String| Error::BadInput {
+            path: cases_path.to_owned(),
+            detail: format!("case[{i}] ({}): {detail}", case.name),
+        };
+        let want_allow = match case.expect.as_str() {
+            "allow" => true,
+            "deny" => false,
+            other => return Err(bad(format!("expect is `allow` or `deny`, not `{other}`"))),
+        };
+        let signature = match &case.signature {
+            None => None,
+            Some(s) => Some(SignatureFacts {
+                node: s.node.clone(),
+                timestamp: timestamp(&s.timestamp, now_ms / 1000).ok_or_else(|| {
+                    bad(
+                        "signature.timestamp: unix seconds, or \"now\", \"now-N\", \"now+N\""
+                            .into(),
+                    )
+                })?,
+                nonce: s.nonce.clone(),
+            }),
+        };
+        // What the ingress would do before the policy: normalise, or refuse with 400.
+        let (allowed, status, detail) =
+            match normalise_path(case.path.split('?').next().unwrap_or("")) {
+                Err(why) => (
+                    false,
+                    400,
+                    format!("refused by the ingress before any policy ({why:?})"),
+                ),
+                Ok(path) => {
+                    let request = Request {
+                        method: case.method.to_ascii_uppercase(),
+                        path,
+                        query: case.path.split_once('?').map(|(_, q)| q.to_owned()),
+                        headers: case
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect(),
+                        peer: case.roles.as_ref().map(|roles| Peer {
+                            spiffe_id: format!("spiffe://policy-test/node/{}", case.peer_id),
+                            id: case.peer_id.clone(),
+                            roles: roles.clone(),
+                            serial: "01".into(),
+                            not_after: u64::MAX,
+                        }),
+                        signature,
+                        received_at_ms: now_ms,
+                    };
+                    let verdict = host.evaluate(&request);
+                    match verdict.decision {
+                        Decision::Allow => (true, 200, "allowed".to_owned()),
+                        Decision::Deny(d) => (
+                            false,
+                            d.status,
+                            format!("denied by {}: {}", verdict.by.unwrap_or_default(), d.reason),
+                        ),
+                    }
+                }
+            };
+        let ok = allowed == want_allow && case.status.is_none_or(|s| s == status);
+        println!(
+            "{} {} ({} {}): {detail}",
+            if ok { "PASS" } else { "FAIL" },
+            case.name,
+            case.method,
+            case.path
+        );
+        if !ok {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Refused(format!(
+            "{failed} of {} cases did not get the expected decision",
+            cases.case.len()
+        )));
+    }
+    println!("all {} cases passed", cases.case.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn fixture_timestamps_are_absolute_or_relative_to_now() {
+        let now = 1_000;
+        assert_eq!(timestamp(&toml::Value::Integer(5), now), Some(5));
+        assert_eq!(
+            timestamp(&toml::Value::String("now".into()), now),
+            Some(1_000)
+        );
+        assert_eq!(
+            timestamp(&toml::Value::String("now-600".into()), now),
+            Some(400)
+        );
+        assert_eq!(
+            timestamp(&toml::Value::String("now+30".into()), now),
+            Some(1_030)
+        );
+        assert_eq!(timestamp(&toml::Value::String("then".into()), now), None);
+    }
+}
