@@ -152,6 +152,10 @@ pub struct PolicySection {
     pub set: PathBuf,
     /// Where the plugins' `.wasm` files are; watched too.
     pub plugin_dir: PathBuf,
+    /// A candidate set evaluated beside the enforcing one and never enforced; where it
+    /// decides otherwise, a log line and a metric say so. Watched and reloaded the same way.
+    #[serde(default)]
+    pub shadow_set: Option<PathBuf>,
     /// Keys the shared seen-before store holds at most (replay nonces); when full, new
     /// keys are refused rather than old ones forgotten.
     #[serde(default = "defaults::seen_capacity")]
@@ -423,6 +427,14 @@ impl SidecarConfig {
                 return bad(
                     "policy.plugin_dir",
                     &format!("{} is not a folder", policy.plugin_dir.display()),
+                );
+            }
+            if let Some(shadow) = &policy.shadow_set
+                && !shadow.is_file()
+            {
+                return bad(
+                    "policy.shadow_set",
+                    &format!("{} is not a file", shadow.display()),
                 );
             }
             if policy.seen_capacity == 0 {

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub policy_duration: prometheus::HistogramVec,
     /// Policy-set reloads by result (ok, failed).
     pub policy_reloads: IntCounterVec,
+    /// Requests where the shadow set decided otherwise than the enforcing one.
+    pub policy_shadow_disagreements: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -144,6 +146,11 @@ impl Metrics {
                 &["plugin", "outcome", "shadow"],
             ),
             policy_duration,
+            policy_shadow_disagreements: counter_vec(
+                "tpm_policy_shadow_disagreements_total",
+                "Requests where the shadow policy set decided otherwise than the enforcing one, by the two decisions",
+                &["enforced", "shadow"],
+            ),
             policy_reloads: counter_vec(
                 "tpm_policy_reloads_total",
                 "Policy-set reloads by result (ok, failed: the previous set keeps serving)",
@@ -267,6 +274,21 @@ fn catch_up(counter: &IntCounter, total: u64) {
     let seen = counter.get();
     if total > seen {
         counter.inc_by(total - seen);
+    }
+}
+
+/// Metrics for a shadow set's host: its evaluations count as shadow ones; its reloads
+/// count with the enforcing set's.
+#[derive(Clone)]
+pub struct ShadowMetrics(pub Metrics);
+
+impl policy_host::Observer for ShadowMetrics {
+    fn evaluated(&self, plugin: &str, outcome: &str, _shadow: bool, seconds: f64) {
+        policy_host::Observer::evaluated(&self.0, plugin, outcome, true, seconds);
+    }
+
+    fn reloaded(&self, ok: bool) {
+        policy_host::Observer::reloaded(&self.0, ok);
     }
 }
 

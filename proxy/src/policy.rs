@@ -72,15 +72,32 @@ impl Admission for AllowAll {
     }
 }
 
-/// The Wasm policy chain ([`policy_host::PolicyHost`]) as the admission step.
+/// The Wasm policy chain ([`policy_host::PolicyHost`]) as the admission step, with an
+/// optional shadow set evaluated beside it and never enforced.
 pub struct WasmPolicy {
     host: std::sync::Arc<policy_host::PolicyHost>,
+    shadow: Option<(
+        std::sync::Arc<policy_host::PolicyHost>,
+        crate::metrics::Metrics,
+    )>,
 }
 
 impl WasmPolicy {
     /// Admission by `host`'s chain.
     pub fn new(host: std::sync::Arc<policy_host::PolicyHost>) -> Self {
-        Self { host }
+        Self { host, shadow: None }
+    }
+
+    /// Also evaluates `shadow` on every request; where it decides otherwise than the
+    /// enforcing set, a log line and `tpm_policy_shadow_disagreements_total` say so. The
+    /// way to try a new set on live traffic before it enforces anything.
+    pub fn with_shadow(
+        mut self,
+        shadow: std::sync::Arc<policy_host::PolicyHost>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        self.shadow = Some((shadow, metrics));
+        self
     }
 }
 
@@ -114,6 +131,27 @@ impl Admission for WasmPolicy {
             received_at_ms: request.received_at.as_secs() * 1000,
         };
         let verdict = self.host.evaluate(&wasm_request);
+        if let Some((shadow, metrics)) = &self.shadow {
+            let candidate = shadow.evaluate(&wasm_request);
+            let allowed = |d: &policy_host::Decision| matches!(d, policy_host::Decision::Allow);
+            let (enforced, proposed) = (allowed(&verdict.decision), allowed(&candidate.decision));
+            if enforced != proposed {
+                let word = |a: bool| if a { "allow" } else { "deny" };
+                tracing::info!(
+                    peer = request.peer.map_or("anonymous", |p| p.spiffe_id.as_str()),
+                    method = request.method,
+                    path = request.path,
+                    enforced = word(enforced),
+                    shadow = word(proposed),
+                    shadow_plugin = candidate.by.as_deref().unwrap_or(""),
+                    "shadow policy set disagrees"
+                );
+                metrics
+                    .policy_shadow_disagreements
+                    .with_label_values(&[word(enforced), word(proposed)])
+                    .inc();
+            }
+        }
         match verdict.decision {
             policy_host::Decision::Allow => Decision::Allow,
             policy_host::Decision::Deny(denial) => Decision::Deny {
@@ -122,5 +160,80 @@ impl Admission for WasmPolicy {
                 by: verdict.by.unwrap_or_default(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::Arc;
+
+    use policy_host::seen::SeenStore;
+
+    use super::*;
+
+    fn host(dir: &std::path::Path, name: &str, set: &str) -> Arc<policy_host::PolicyHost> {
+        let path = dir.join(name);
+        std::fs::write(&path, set).unwrap();
+        Arc::new(
+            policy_host::PolicyHost::new(
+                &path,
+                std::path::Path::new(policy_host::BUILT_PLUGIN_DIR),
+                Arc::new(SeenStore::new(100)),
+                Arc::new(policy_host::chain::NoObserver),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_shadow_set_is_counted_where_it_disagrees_and_never_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let enforcing = host(
+            dir.path(),
+            "live.toml",
+            "[[plugin]]\nname = \"admin-only-revoke\"\n",
+        );
+        let candidate = host(
+            dir.path(),
+            "candidate.toml",
+            "[[plugin]]\nname = \"route-allow-list\"\n[plugin.settings]\nrules = \"node=/fl\"\n",
+        );
+        let metrics = crate::metrics::Metrics::new();
+        let policy = WasmPolicy::new(enforcing).with_shadow(candidate, metrics.clone());
+        let headers = HeaderMap::new();
+        let ask = |path: &str| {
+            policy.decide(&AdmissionRequest {
+                method: "GET",
+                path,
+                query: None,
+                headers: &headers,
+                peer: None,
+                signature: None,
+                received_at: UnixTime::since_unix_epoch(std::time::Duration::ZERO),
+            })
+        };
+        // The candidate would refuse an anonymous /status; the live set allows it.
+        assert_eq!(ask("/status"), Decision::Allow);
+        assert_eq!(
+            metrics
+                .policy_shadow_disagreements
+                .with_label_values(&["allow", "deny"])
+                .get(),
+            1
+        );
+        // The live set refuses an anonymous revoke; so would the candidate: no disagreement.
+        assert!(matches!(
+            ask("/trust/revoke/1"),
+            Decision::Deny { status: 403, .. }
+        ));
+        assert_eq!(
+            metrics
+                .policy_shadow_disagreements
+                .with_label_values(&["deny", "deny"])
+                .get(),
+            0
+        );
     }
 }

@@ -105,23 +105,42 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         drain: config.shutdown_grace,
         window: Default::default(),
     };
-    let (admission, _policy_watch): (Arc<dyn Admission>, _) = match &config.policy {
-        None => (Arc::new(AllowAll), None),
+    let mut policy_watches = Vec::new();
+    let admission: Arc<dyn Admission> = match &config.policy {
+        None => Arc::new(AllowAll),
         Some(section) => {
-            let host = Arc::new(
-                PolicyHost::new(
-                    &section.set,
-                    &section.plugin_dir,
-                    Arc::new(SeenStore::new(section.seen_capacity)),
-                    Arc::new(metrics.clone()),
-                )
-                .map_err(|e| Error::Usage(format!("config `policy.set`: {e}")))?,
-            );
-            let watch = host
-                .watch(section.reload_debounce)
-                .map_err(|e| Error::Service(e.to_string()))?;
-            tracing::info!(set = %section.set.display(), plugins = ?host.plugins(), "policy set in force; watching for changes");
-            (Arc::new(WasmPolicy::new(host)), Some(watch))
+            let start = |set: &std::path::Path,
+                         observer: Arc<dyn policy_host::Observer>,
+                         field: &str|
+             -> Result<(Arc<PolicyHost>, policy_host::chain::Watcher)> {
+                let host = Arc::new(
+                    PolicyHost::new(
+                        set,
+                        &section.plugin_dir,
+                        Arc::new(SeenStore::new(section.seen_capacity)),
+                        observer,
+                    )
+                    .map_err(|e| Error::Usage(format!("config `{field}`: {e}")))?,
+                );
+                let watch = host
+                    .watch(section.reload_debounce)
+                    .map_err(|e| Error::Service(e.to_string()))?;
+                tracing::info!(set = %set.display(), plugins = ?host.plugins(), "{field} loaded; watching for changes");
+                Ok((host, watch))
+            };
+            let (host, watch) = start(&section.set, Arc::new(metrics.clone()), "policy.set")?;
+            policy_watches.push(watch);
+            let mut policy = WasmPolicy::new(host);
+            if let Some(shadow_set) = &section.shadow_set {
+                let (shadow, watch) = start(
+                    shadow_set,
+                    Arc::new(crate::metrics::ShadowMetrics(metrics.clone())),
+                    "policy.shadow_set",
+                )?;
+                policy_watches.push(watch);
+                policy = policy.with_shadow(shadow, metrics.clone());
+            }
+            Arc::new(policy)
         }
     };
     let ingress = Arc::new(Ingress::new(
