@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use wasmtime::Engine;
 
 use crate::error::{Error, Result};
-use crate::plugin::{Outcome, Plugin, TICK};
+use crate::plugin::{CompileCache, Outcome, Plugin, TICK};
 use crate::seen::SeenStore;
 use crate::set::PolicySet;
 use crate::{Decision, Denial, Request};
@@ -57,6 +57,7 @@ pub struct PolicyHost {
     seen: Arc<SeenStore>,
     current: ArcSwap<Chain>,
     observer: Arc<dyn Observer>,
+    compiled: CompileCache,
 }
 
 impl PolicyHost {
@@ -73,8 +74,10 @@ impl PolicyHost {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         start_ticker(&engine);
-        let chain = load_chain(&engine, set_path, plugin_dir, &seen)?;
+        let compiled = CompileCache::default();
+        let chain = load_chain(&engine, set_path, plugin_dir, &seen, &compiled)?;
         Ok(Self {
+            compiled,
             engine,
             set_path: set_path.to_owned(),
             plugin_dir: plugin_dir.to_owned(),
@@ -87,6 +90,11 @@ impl PolicyHost {
     /// The set file in force.
     pub fn set_path(&self) -> &Path {
         &self.set_path
+    }
+
+    /// Compiled plugin versions held (those of the set in force after a reload).
+    pub fn compiled_versions(&self) -> usize {
+        self.compiled.len()
     }
 
     /// `name@version` of each plugin in force, in order.
@@ -154,8 +162,16 @@ impl PolicyHost {
     /// force stays and the error says why.
     pub fn reload(&self) -> Result<()> {
         let started = Instant::now();
-        match load_chain(&self.engine, &self.set_path, &self.plugin_dir, &self.seen) {
+        match load_chain(
+            &self.engine,
+            &self.set_path,
+            &self.plugin_dir,
+            &self.seen,
+            &self.compiled,
+        ) {
             Ok(chain) => {
+                let in_use: Vec<[u8; 32]> = chain.plugins.iter().map(|p| p.digest).collect();
+                self.compiled.retain(&in_use);
                 self.current.store(Arc::new(chain));
                 self.observer.reloaded(true);
                 tracing::info!(set = %self.set_path.display(), plugins = ?self.plugins(), took = ?started.elapsed(), "policy set reloaded");
@@ -231,12 +247,13 @@ fn load_chain(
     set_path: &Path,
     plugin_dir: &Path,
     seen: &Arc<SeenStore>,
+    compiled: &CompileCache,
 ) -> Result<Chain> {
     let set = PolicySet::load(set_path, plugin_dir)?;
     let plugins = set
         .plugins
         .into_iter()
-        .map(|entry| Plugin::load(engine, entry, Arc::clone(seen)))
+        .map(|entry| Plugin::load(engine, entry, Arc::clone(seen), compiled))
         .collect::<Result<Vec<_>>>()?;
     Ok(Chain { plugins })
 }

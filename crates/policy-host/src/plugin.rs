@@ -86,12 +86,59 @@ pub enum Outcome {
 
 type Warm = (Store<State>, Policy);
 
+/// Compiled components by the SHA-256 of their file: a plugin is compiled once per
+/// version, and a reload recompiles only what changed.
+#[derive(Default)]
+pub struct CompileCache {
+    components: Mutex<std::collections::HashMap<[u8; 32], Component>>,
+}
+
+impl CompileCache {
+    fn get_or_compile(
+        &self,
+        engine: &Engine,
+        digest: [u8; 32],
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
+        if let Some(c) = self.lock().get(&digest) {
+            return Ok(c.clone());
+        }
+        // Compile outside the lock: a slow compile must not hold up other loads.
+        let component = Component::from_binary(engine, bytes)?;
+        self.lock().insert(digest, component.clone());
+        Ok(component)
+    }
+
+    /// Forgets every version not in `keep`.
+    pub fn retain(&self, keep: &[[u8; 32]]) {
+        self.lock().retain(|d, _| keep.contains(d));
+    }
+
+    /// Versions held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Component>> {
+        self.components
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A loaded plugin.
 pub struct Plugin {
     /// Its entry in the set.
     pub entry: PluginEntry,
     /// First 12 hex digits of the SHA-256 of its file (logs, decision records).
     pub version: String,
+    /// The full SHA-256 of its file.
+    pub digest: [u8; 32],
     engine: Engine,
     pre: PolicyPre<State>,
     settings: Arc<BTreeMap<String, String>>,
@@ -102,7 +149,12 @@ pub struct Plugin {
 
 impl Plugin {
     /// Compiles `entry`'s file, checks it is a `policy` component and answers a probe.
-    pub fn load(engine: &Engine, entry: PluginEntry, seen: Arc<SeenStore>) -> Result<Self> {
+    pub fn load(
+        engine: &Engine,
+        entry: PluginEntry,
+        seen: Arc<SeenStore>,
+        compiled: &CompileCache,
+    ) -> Result<Self> {
         let (name, path) = (entry.name.clone(), entry.file.clone());
         let fail = move |detail: String| Error::Plugin {
             name: name.clone(),
@@ -110,8 +162,10 @@ impl Plugin {
             detail,
         };
         let bytes = std::fs::read(&entry.file).map_err(|e| fail(format!("cannot read: {e}")))?;
-        let version = hex::encode(&Sha256::digest(&bytes)[..6]);
-        let component = Component::from_binary(engine, &bytes)
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let version = hex::encode(&digest[..6]);
+        let component = compiled
+            .get_or_compile(engine, digest, &bytes)
             .map_err(|e| fail(format!("not a loadable component: {e:#}")))?;
         let mut linker: Linker<State> = Linker::new(engine);
         Policy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
@@ -125,6 +179,7 @@ impl Plugin {
             .map_err(|e| fail(format!("not a `sovereign:policy/policy` component: {e:#}")))?;
         let plugin = Self {
             version,
+            digest,
             engine: engine.clone(),
             pre,
             settings: Arc::new(entry.settings.clone()),
