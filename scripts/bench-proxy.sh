@@ -114,6 +114,28 @@ SIDECAR=$(wait_line "$WORK/sidecar.out" "ingress ")
 ADMIN=$(wait_line "$WORK/sidecar.out" "admin ")
 until curl -sf "http://$ADMIN/readyz" >/dev/null; do sleep 0.1; done
 
+step "a second sidecar (node 2) with a policy chain of two plugins"
+cat > "$WORK/bench-policy.toml" <<EOF
+[[plugin]]
+name = "admin-only-revoke"
+[[plugin]]
+name = "route-allow-list"
+[plugin.settings]
+rules = "node=/; admin=/"
+EOF
+sed -e "s|^state_dir = .*|state_dir = \"$WORK/sidecar-policy\"|" -e "s|^node_id = 1|node_id = 2|" \
+  "$WORK/sidecar.toml" > "$WORK/sidecar-policy.toml"
+cat >> "$WORK/sidecar-policy.toml" <<EOF
+[policy]
+set = "$WORK/bench-policy.toml"
+plugin_dir = "$PWD/target/plugins/wasm32-wasip2/release"
+EOF
+"$BIN/trust-proxy" --log warn run --config "$WORK/sidecar-policy.toml" > "$WORK/sidecar-policy.out" 2> "$WORK/sidecar-policy.log" &
+PIDS+=($!)
+SIDECAR_POLICY=$(wait_line "$WORK/sidecar-policy.out" "ingress ")
+ADMIN_POLICY=$(wait_line "$WORK/sidecar-policy.out" "admin ")
+until curl -sf "http://$ADMIN_POLICY/readyz" >/dev/null; do sleep 0.1; done
+
 step "nginx doing mTLS + CRL (worker_processes auto)"
 NGINX_PORT=$(free_port)
 cat > "$WORK/nginx.conf" <<EOF
@@ -170,6 +192,7 @@ for round in $(seq 1 "$REPEAT"); do
   step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
   for c in 16 64; do
     load sidecar-signed "$SIDECAR" keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+    load sidecar-signed+2-plugins "$SIDECAR_POLICY" keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
   done
   step "round $round/$REPEAT: a new connection and full handshake per request"
   load sidecar "$SIDECAR" new-connection 16 --path /plain
