@@ -385,15 +385,12 @@ fn error_chain_has_certificate_error(e: &(dyn std::error::Error + 'static)) -> b
         if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)))
-        {
-            return true;
-        }
-        current = err.source();
+        // An io::Error's source() skips the error it wraps (and connectors nest them):
+        // walk into the wrapped one.
+        current = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
 }

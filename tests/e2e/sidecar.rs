@@ -1176,3 +1176,58 @@ async fn replay_window_refuses_the_same_signed_request_the_second_time() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_refuses_a_peer_whose_certificate_names_another_node_than_the_url() {
+    let net = Net::start(&[]);
+    let app_b = net.app("b", None);
+    let b = net.sidecar(1, app_b.addr(""), &[], "");
+    let b_ingress = b.addr("ingress").to_owned();
+    let b_port = b_ingress.rsplit(':').next().unwrap().to_owned();
+    // A believes `node-9` lives at B's address; B's certificate says node 1. Hosts not
+    // listed go to <host>:<B's port> and must carry <host> as a DNS name.
+    let env = [("TRUST_PROXY_EGRESS_DEFAULT_PEER_PORT", b_port.as_str())];
+    let sidecar_a = net.sidecar_with_env(2, "127.0.0.1:9", &[("node-9", &b_ingress, 9)], "", &env);
+    let a = Node {
+        app: Some(net.app("a", Some(sidecar_a.addr("egress")))),
+        sidecar: sidecar_a,
+        dir: net.tmp.path().join("node-2"),
+    };
+    let b = Node {
+        sidecar: b,
+        app: Some(app_b),
+        dir: net.tmp.path().join("node-1"),
+    };
+    let impostor = a
+        .call("POST", "http://node-9/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(impostor["status"], 502, "{impostor}");
+    assert!(
+        impostor["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate was refused"),
+        "{impostor}"
+    );
+    // By DNS name: B's certificate carries `localhost`, not a DNS name `127.0.0.1`.
+    let by_name = a
+        .call("POST", "http://localhost/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(by_name["status"], 200, "{by_name}");
+    assert_eq!(by_name["body"]["headers"]["x-verified-node-id"], "2");
+    let by_ip = a
+        .call("POST", "http://127.0.0.1/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(by_ip["status"], 502, "{by_ip}");
+    assert_eq!(
+        b.metric("tpm_requests_total{direction=\"ingress\",outcome=\"forwarded\"}")
+            .await,
+        1.0,
+        "only the correctly named request reached B's app"
+    );
+    assert!(
+        a.metric("tpm_upstream_errors_total{direction=\"egress\",kind=\"peer_certificate\"}")
+            .await
+            >= 2.0
+    );
+}
