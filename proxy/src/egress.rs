@@ -387,7 +387,10 @@ fn error_chain_has_certificate_error(e: &(dyn std::error::Error + 'static)) -> b
         }
         // An io::Error's source() skips the error it wraps (and connectors nest them):
         // walk into the wrapped one.
-        current = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        current = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
