@@ -56,6 +56,14 @@ impl AuthorityClient {
         &self.base
     }
 
+    /// `GET /trust/status`: `{total_nodes, verified_nodes, ...}`.
+    pub async fn status(&self) -> Result<serde_json::Value> {
+        let body = self
+            .call(Method::GET, "/trust/status", Vec::new(), &[])
+            .await?;
+        json(&body, "/trust/status")
+    }
+
     /// `GET /trust/ca-certificate`: the root, PEM.
     pub async fn ca_certificate(&self) -> Result<String> {
         let answer = self

@@ -23,6 +23,7 @@
 //! | [`metrics`] | the sidecar's Prometheus metrics |
 //! | [`tls`] | rustls client-certificate verification over `trust-core`'s trust cache |
 //! | [`serve`] | the `authority` command |
+//! | [`testnet`] | `trust-proxy testnet`: the authority, an aggregator and N nodes with their sidecars on loopback |
 //! | [`error`] | [`Error`] and its mapping to exit codes, in one place |
 
 pub mod admin;
@@ -40,6 +41,7 @@ pub mod policy;
 pub mod policy_cli;
 pub mod serve;
 pub mod sidecar;
+pub mod testnet;
 pub mod tls;
 
 pub use error::{Error, Result};

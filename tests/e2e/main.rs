@@ -14,3 +14,4 @@ mod openssl_interop;
 mod policy_cli;
 mod python_interop;
 mod sidecar;
+mod testnet;

@@ -484,7 +484,7 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
 
 /// `ca issue-dev` against `state` (an authority's CA folder, or another CA); returns
 /// (key, cert) paths.
-fn issue_dev(
+pub(crate) fn issue_dev(
     state: &std::path::Path,
     out: &std::path::Path,
     subject: &[&str],
@@ -576,7 +576,7 @@ async fn curl_with_an_admin_certificate_reads_trust_status_through_the_authority
 }
 
 /// An HTTP/1.1 connection over mTLS to `addr` as the holder of `key`/`cert`.
-async fn mtls(
+pub(crate) async fn mtls(
     addr: &str,
     ca: &std::path::Path,
     key: &std::path::Path,
@@ -613,7 +613,7 @@ async fn mtls(
     Ok(send)
 }
 
-async fn post(
+pub(crate) async fn post(
     conn: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     host: &str,
     path: &str,

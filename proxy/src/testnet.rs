@@ -1,0 +1,741 @@
+//! `trust-proxy testnet`: the whole network on this machine's loopback, from one command.
+//!
+//! Starts, as child processes of this one:
+//! - the trust authority (plain HTTP on loopback, as in production) and its own sidecar,
+//!   the network's door to `/trust/*`, enforcing `policies/authority.toml`
+//!   (only an admin certificate may revoke; `/trust/status` is open to anonymous clients);
+//! - the example federated-learning aggregator (`deploy/apps/aggregator.py`) behind its
+//!   sidecar, which requires signatures on `/fl/` and enforces `policies/node.toml`
+//!   (replay window);
+//! - N node agents (`deploy/apps/node_agent.py`), each with its own sidecar, whose
+//!   training updates reach the aggregator through their sidecar's egress, signed and
+//!   over mutual TLS.
+//!
+//! It waits until every sidecar is enrolled and the authority counts them verified, writes
+//! `testnet.json` (every address, the certificate paths) and `prometheus-targets.json`
+//! (for `monitoring/prometheus.yml`), prints what to try, and on Ctrl-C or SIGTERM stops
+//! every child it started (SIGTERM, then SIGKILL after a grace period), by PID.
+//!
+//! Ports: with `--base-port B` (default 7000) slot `s` uses `B + 10 s + {0 app, 1 ingress,
+//! 2 egress, 3 admin}`; slot 0 is the authority (its API is the "app"), slot 1 the
+//! aggregator, slot `k + 1` node `k`. `--base-port 0` takes ephemeral ports everywhere
+//! (tests do this) and `testnet.json` says where things landed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::authority_client::AuthorityClient;
+use crate::cli::TestnetArgs;
+use crate::error::{Error, Result};
+
+/// Node id of the aggregator's sidecar.
+pub const AGGREGATOR_ID: u32 = 1000;
+/// Node id of the authority's own sidecar.
+pub const AUTHORITY_FRONT_ID: u32 = 1001;
+/// The largest `--nodes` (ids 1..=999 stay below the two service ids).
+pub const MAX_NODES: u32 = 999;
+
+/// Runs the testnet until a signal or a child's death.
+pub fn run(args: TestnetArgs) -> Result<()> {
+    validate(&args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Service(format!("cannot start the async runtime: {e}")))?
+        .block_on(async move {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(crate::serve::wait_for_signal(shutdown.clone()));
+            let mut net = Testnet::new(args);
+            let outcome = net.start_and_serve(&shutdown).await;
+            net.stop_all().await;
+            outcome
+        })
+}
+
+fn validate(args: &TestnetArgs) -> Result<()> {
+    if args.nodes == 0 || args.nodes > MAX_NODES {
+        return Err(Error::Usage(format!(
+            "--nodes: {} is out of range (1 to {MAX_NODES})",
+            args.nodes
+        )));
+    }
+    let top = u32::from(args.base_port) + 10 * (args.nodes + 1) + 3;
+    if args.base_port != 0 && top > u32::from(u16::MAX) {
+        return Err(Error::Usage(format!(
+            "--base-port: {} nodes from port {} would need port {top}; lower --base-port or use 0 (ephemeral)",
+            args.nodes, args.base_port
+        )));
+    }
+    for (flag, path) in [("--apps", &args.apps), ("--policies", &args.policies)] {
+        if !path.is_dir() {
+            return Err(Error::NoInput {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "{flag} must name a folder (run from the repository root, or pass {flag})"
+                    ),
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One child process and where its stderr goes.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The network being run.
+struct Testnet {
+    args: TestnetArgs,
+    procs: Vec<Proc>,
+    /// Sends the name of a child whose stdout closed (it exited).
+    exited_tx: mpsc::UnboundedSender<String>,
+    exited_rx: mpsc::UnboundedReceiver<String>,
+}
+
+/// Where one node's parts listen.
+#[derive(Debug, Clone, serde::Serialize)]
+struct NodeAddrs {
+    node_id: u32,
+    app: String,
+    ingress: String,
+    egress: String,
+    admin: String,
+}
+
+impl Testnet {
+    fn new(args: TestnetArgs) -> Self {
+        let (exited_tx, exited_rx) = mpsc::unbounded_channel();
+        Self {
+            args,
+            procs: Vec::new(),
+            exited_tx,
+            exited_rx,
+        }
+    }
+
+    fn port(&self, slot: u32, offset: u32) -> u16 {
+        if self.args.base_port == 0 {
+            return 0;
+        }
+        // validate() bounded the largest slot, so this fits.
+        u16::try_from(u32::from(self.args.base_port) + 10 * slot + offset).unwrap_or(0)
+    }
+
+    fn addr(&self, slot: u32, offset: u32) -> String {
+        format!("127.0.0.1:{}", self.port(slot, offset))
+    }
+
+    async fn start_and_serve(&mut self, shutdown: &CancellationToken) -> Result<()> {
+        let started = Instant::now();
+        let dir = self.prepare_dir()?;
+        let python = self.check_python().await?;
+        let token = dir.join("bootstrap-token");
+        if !token.exists() {
+            write_private(&token, &random_token()?)?;
+        }
+
+        // 1. The authority, then its own sidecar in front of it.
+        let authority_state = dir.join("authority");
+        let mut cmd = self.own_binary();
+        cmd.args(["authority", "--listen", &self.addr(0, 0), "--state-dir"])
+            .arg(&authority_state)
+            .arg("--bootstrap-token-file")
+            .arg(&token);
+        let api = self
+            .spawn("authority", cmd, &[""], shutdown)
+            .await?
+            .remove("")
+            .unwrap_or_default();
+        let authority_url = format!("http://{api}");
+        let front = self
+            .start_sidecar(
+                &dir,
+                "authority-sidecar",
+                SidecarPlan {
+                    node_id: AUTHORITY_FRONT_ID,
+                    slot: 0,
+                    upstream: api.clone(),
+                    authority_url: &authority_url,
+                    token: &token,
+                    extra_ingress: "anonymous_prefixes = [\"/trust/status\", \"/trust/ca-certificate\"]\n",
+                    policy_set: "authority.toml",
+                    peers: &[],
+                },
+                shutdown,
+            )
+            .await?;
+        let admin = self.issue_admin_certificate(&dir, &authority_state).await?;
+
+        // 2. The aggregator and its sidecar.
+        let mut cmd = python_command(&python, &self.args.apps.join("aggregator.py"));
+        cmd.env("LISTEN", self.addr(1, 0))
+            .env("ROUND_QUORUM", self.args.nodes.to_string())
+            .env(
+                "ROUND_TIMEOUT",
+                format!("{}", self.args.round_timeout.as_secs_f64()),
+            );
+        let aggregator_app = self
+            .spawn("aggregator", cmd, &[""], shutdown)
+            .await?
+            .remove("")
+            .unwrap_or_default();
+        let aggregator = self
+            .start_sidecar(
+                &dir,
+                "aggregator-sidecar",
+                SidecarPlan {
+                    node_id: AGGREGATOR_ID,
+                    slot: 1,
+                    upstream: aggregator_app.clone(),
+                    authority_url: &authority_url,
+                    token: &token,
+                    extra_ingress: "signed_prefixes = [\"/fl/\"]\nlocal_authorities = [\"aggregator\"]\n",
+                    policy_set: "node.toml",
+                    peers: &[],
+                },
+                shutdown,
+            )
+            .await?;
+
+        // 3. The nodes: each sidecar enrolls (keys made concurrently), then its app starts.
+        println!("enrolling {} nodes", self.args.nodes);
+        let mut nodes = Vec::new();
+        for k in 1..=self.args.nodes {
+            let slot = k + 1;
+            let app_addr = if self.args.base_port == 0 {
+                reserve_port()?
+            } else {
+                self.addr(slot, 0)
+            };
+            let peer = [("aggregator", aggregator.ingress.as_str(), AGGREGATOR_ID)];
+            let sidecar = self
+                .start_sidecar(
+                    &dir,
+                    &format!("node-{k}-sidecar"),
+                    SidecarPlan {
+                        node_id: k,
+                        slot,
+                        upstream: app_addr.clone(),
+                        authority_url: &authority_url,
+                        token: &token,
+                        extra_ingress: "signed_prefixes = [\"/fl/\"]\n",
+                        policy_set: "node.toml",
+                        peers: &peer,
+                    },
+                    shutdown,
+                )
+                .await?;
+            let mut cmd = python_command(&python, &self.args.apps.join("node_agent.py"));
+            cmd.env("LISTEN", &app_addr)
+                .env("HTTP_PROXY", format!("http://{}", sidecar.egress))
+                .env("NODE_SEED", k.to_string())
+                .env(
+                    "ROUND_INTERVAL",
+                    format!("{}", self.args.round_interval.as_secs_f64()),
+                );
+            self.spawn(&format!("node-{k}"), cmd, &[""], shutdown)
+                .await?;
+            nodes.push(NodeAddrs {
+                app: app_addr,
+                ..sidecar
+            });
+            if k % 10 == 0 || k == self.args.nodes {
+                println!("  {k}/{} nodes enrolled and serving", self.args.nodes);
+            }
+        }
+
+        // 4. Wait until the authority counts every certificate verified.
+        let expected = u64::from(self.args.nodes) + 2;
+        let client = AuthorityClient::new(&authority_url)?;
+        let deadline = Instant::now() + self.args.ready_timeout;
+        loop {
+            let verified = client
+                .status()
+                .await
+                .ok()
+                .and_then(|s| s["verified_nodes"].as_u64())
+                .unwrap_or(0);
+            if verified >= expected {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Service(format!(
+                    "only {verified} of {expected} certificates verified within {:?}; see the logs in {}",
+                    self.args.ready_timeout,
+                    dir.join("logs").display()
+                )));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let elapsed = started.elapsed();
+
+        let front_addrs = NodeAddrs {
+            app: api.clone(),
+            ..front
+        };
+        let aggregator_addrs = NodeAddrs {
+            app: aggregator_app,
+            ..aggregator
+        };
+        self.write_manifest(&dir, &front_addrs, &aggregator_addrs, &nodes, &admin)?;
+        print_tour(
+            &dir,
+            self.args.nodes,
+            elapsed,
+            &front_addrs,
+            &aggregator_addrs,
+            &nodes,
+            &admin,
+        );
+
+        // 5. Serve until a signal, or until a child dies (then stop everything and say which).
+        tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            Some(name) = self.exited_rx.recv() => {
+                let log = self.procs.iter().find(|p| p.name == name).map(|p| p.log.clone());
+                Err(Error::Service(format!(
+                    "{name} exited; the testnet is stopping. Its log: {}",
+                    log.map(|l| l.display().to_string()).unwrap_or_default()
+                )))
+            }
+        }
+    }
+
+    fn prepare_dir(&self) -> Result<PathBuf> {
+        let dir = &self.args.dir;
+        if self.args.fresh && dir.exists() {
+            if !dir.join("bootstrap-token").exists() {
+                return Err(Error::Usage(format!(
+                    "--fresh: {} does not look like a testnet folder (no bootstrap-token); not deleting it",
+                    dir.display()
+                )));
+            }
+            std::fs::remove_dir_all(dir).map_err(|source| Error::CannotCreate {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        std::fs::create_dir_all(dir.join("logs")).map_err(|source| Error::CannotCreate {
+            path: dir.join("logs"),
+            source,
+        })?;
+        std::path::absolute(dir).map_err(|source| Error::CannotCreate {
+            path: dir.clone(),
+            source,
+        })
+    }
+
+    async fn check_python(&self) -> Result<PathBuf> {
+        let python = self.args.python.clone().unwrap_or_else(default_python);
+        let out = Command::new(&python)
+            .args(["-c", "import flask, requests"])
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => Ok(python),
+            _ => Err(Error::Usage(format!(
+                "--python: {} cannot import flask and requests; run scripts/testnet.sh (it makes .venv), \
+                 or `pip install -r deploy/apps/requirements.txt`, or pass --python",
+                python.display()
+            ))),
+        }
+    }
+
+    fn own_binary(&self) -> Command {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("trust-proxy"));
+        let mut cmd = Command::new(exe);
+        cmd.env_remove("TRUST_PROXY_CONFIG")
+            .env("TRUST_PROXY_LOG", &self.args.child_log);
+        cmd
+    }
+
+    async fn start_sidecar(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        plan: SidecarPlan<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<NodeAddrs> {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).map_err(|source| Error::CannotCreate {
+            path: folder.clone(),
+            source,
+        })?;
+        let mut config = format!(
+            r#"# Written by `trust-proxy testnet`; see docs/examples/sidecar.toml for every field.
+state_dir = "{state}"
+node_id = {id}
+names = ["localhost", "127.0.0.1"]
+shutdown_grace = "5s"
+
+[authority]
+url = "{url}"
+bootstrap_token_file = "{token}"
+
+[ingress]
+listen = "{ingress}"
+upstream = "{upstream}"
+{extra}
+[egress]
+listen = "{egress}"
+
+[admin]
+listen = "{admin}"
+
+[policy]
+set = "{policies}/{set}"
+plugin_dir = "{plugins}"
+"#,
+            state = folder.join("state").display(),
+            id = plan.node_id,
+            url = plan.authority_url,
+            token = plan.token.display(),
+            ingress = self.addr(plan.slot, 1),
+            upstream = plan.upstream,
+            extra = plan.extra_ingress,
+            egress = self.addr(plan.slot, 2),
+            admin = self.addr(plan.slot, 3),
+            policies = absolute(&self.args.policies).display(),
+            set = plan.policy_set,
+            plugins = absolute(&self.args.plugin_dir).display(),
+        );
+        for (peer, address, id) in plan.peers {
+            config.push_str(&format!(
+                "\n[[egress.peers]]\nname = \"{peer}\"\naddress = \"{address}\"\nnode_id = {id}\n"
+            ));
+        }
+        let file = folder.join("sidecar.toml");
+        std::fs::write(&file, config).map_err(|source| Error::CannotCreate {
+            path: file.clone(),
+            source,
+        })?;
+        let mut cmd = self.own_binary();
+        cmd.arg("run").arg("--config").arg(&file);
+        let mut addrs = self
+            .spawn(name, cmd, &["ingress", "egress", "admin"], shutdown)
+            .await?;
+        let mut take = |k: &str| addrs.remove(k).unwrap_or_default();
+        Ok(NodeAddrs {
+            node_id: plan.node_id,
+            app: plan.upstream,
+            ingress: take("ingress"),
+            egress: take("egress"),
+            admin: take("admin"),
+        })
+    }
+
+    async fn issue_admin_certificate(&mut self, dir: &Path, state: &Path) -> Result<AdminCert> {
+        let out = dir.join("admin");
+        let cert = AdminCert {
+            ca: dir.join("authority-sidecar/state/ca-cert.pem"),
+            cert: out.join("ops-cert.pem"),
+            key: out.join("ops-key.pem"),
+        };
+        if cert.cert.exists() && cert.key.exists() {
+            return Ok(cert);
+        }
+        let output = self
+            .own_binary()
+            .args(["ca", "issue-dev", "--admin", "ops", "--dns", "localhost"])
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .await
+            .map_err(|e| Error::Service(format!("cannot run trust-proxy ca issue-dev: {e}")))?;
+        if !output.status.success() {
+            return Err(Error::Service(format!(
+                "issuing the operator certificate failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(cert)
+    }
+
+    /// Spawns `cmd` as `name`, its stderr into `logs/<name>.log`, and waits until it printed
+    /// `<what> listening on <addr>` for every `what` in `wait_for` (a bare line is `""`).
+    async fn spawn(
+        &mut self,
+        name: &str,
+        mut cmd: Command,
+        wait_for: &[&str],
+        shutdown: &CancellationToken,
+    ) -> Result<HashMap<String, String>> {
+        let log = self.args.dir.join("logs").join(format!("{name}.log"));
+        let err = std::fs::File::create(&log).map_err(|source| Error::CannotCreate {
+            path: log.clone(),
+            source,
+        })?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::Service(format!("cannot start {name}: {e}")))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(Error::Service(format!("{name}: no stdout pipe")));
+        };
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+            log: log.clone(),
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String)>();
+        let exited = self.exited_tx.clone();
+        let who = name.to_owned();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((what, addr)) = line.trim().split_once("listening on ") {
+                    let _ = tx.send((what.trim().to_owned(), addr.trim().to_owned()));
+                }
+            }
+            let _ = exited.send(who);
+        });
+        let mut addrs = HashMap::new();
+        let deadline = tokio::time::sleep(self.args.ready_timeout);
+        tokio::pin!(deadline);
+        while !wait_for.iter().all(|w| addrs.contains_key(*w)) {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some((what, addr)) => { addrs.insert(what, addr); }
+                    None => return Err(Error::Service(format!(
+                        "{name} stopped before serving; the end of {}:\n{}",
+                        log.display(), tail(&log)
+                    ))),
+                },
+                () = &mut deadline => return Err(Error::Service(format!(
+                    "{name} did not start serving within {:?}; see {}",
+                    self.args.ready_timeout, log.display()
+                ))),
+                () = shutdown.cancelled() => return Err(Error::Service("interrupted while starting".into())),
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// SIGTERM to every child, then SIGKILL to those still running after the grace period.
+    async fn stop_all(&mut self) {
+        // The exit watchers would report each child as it stops; nobody listens now.
+        self.exited_rx.close();
+        for p in &self.procs {
+            if let Some(pid) = p
+                .child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let grace = Duration::from_secs(8);
+        let mut stopped = 0;
+        for p in &mut self.procs {
+            if tokio::time::timeout(grace, p.child.wait()).await.is_err() {
+                tracing::warn!(process = %p.name, "did not stop within {grace:?}; killing it");
+                let _ = p.child.kill().await;
+            }
+            stopped += 1;
+        }
+        if stopped > 0 {
+            println!(
+                "stopped {stopped} processes; state and logs stay in {}",
+                self.args.dir.display()
+            );
+        }
+    }
+
+    fn write_manifest(
+        &self,
+        dir: &Path,
+        front: &NodeAddrs,
+        aggregator: &NodeAddrs,
+        nodes: &[NodeAddrs],
+        admin: &AdminCert,
+    ) -> Result<()> {
+        let manifest = serde_json::json!({
+            "authority": { "api": front.app, "sidecar": front },
+            "aggregator": aggregator,
+            "nodes": nodes,
+            "ca_certificate": admin.ca,
+            "admin_certificate": admin.cert,
+            "admin_key": admin.key,
+            "bootstrap_token_file": dir.join("bootstrap-token"),
+            "pids": self
+                .procs
+                .iter()
+                .map(|p| (p.name.clone(), serde_json::json!(p.child.id())))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        let mut sidecars = vec![front.admin.clone(), aggregator.admin.clone()];
+        sidecars.extend(nodes.iter().map(|n| n.admin.clone()));
+        let targets = serde_json::json!([
+            { "targets": [front.app], "labels": { "job": "authority" } },
+            { "targets": sidecars, "labels": { "job": "sidecar" } },
+        ]);
+        for (file, value) in [
+            ("testnet.json", manifest),
+            ("prometheus-targets.json", targets),
+        ] {
+            let path = dir.join(file);
+            let text = serde_json::to_string_pretty(&value)
+                .map_err(|e| Error::Service(format!("{file}: {e}")))?;
+            std::fs::write(&path, text).map_err(|source| Error::CannotCreate { path, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// What differs between the sidecars the testnet starts.
+struct SidecarPlan<'a> {
+    node_id: u32,
+    slot: u32,
+    upstream: String,
+    authority_url: &'a str,
+    token: &'a Path,
+    extra_ingress: &'a str,
+    policy_set: &'a str,
+    peers: &'a [(&'a str, &'a str, u32)],
+}
+
+/// The operator's certificate (revokes), and the CA certificate to trust.
+struct AdminCert {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn print_tour(
+    dir: &Path,
+    n: u32,
+    elapsed: Duration,
+    front: &NodeAddrs,
+    aggregator: &NodeAddrs,
+    nodes: &[NodeAddrs],
+    admin: &AdminCert,
+) {
+    let ca = admin.ca.display();
+    let door = &front.ingress;
+    let admin_tls = format!(
+        "--cacert {ca} --cert {} --key {}",
+        admin.cert.display(),
+        admin.key.display()
+    );
+    let first = nodes.first().map(|n| n.admin.as_str()).unwrap_or_default();
+    println!(
+        "\ntestnet ready: {n} nodes verified in {:.1} s ({} certificates: the nodes, the aggregator, the authority's sidecar)
+  state and logs   {}
+  addresses        {}
+  CA certificate   {ca}
+  operator (admin) {}
+
+Try:
+  curl -s --cacert {ca} https://localhost:{}/trust/status | jq            # anonymous: open route
+  curl -s {admin_tls} -X POST https://localhost:{}/trust/verify/1 | jq
+  curl -s {admin_tls} -X POST https://localhost:{}/trust/revoke/2 | jq    # node 2 is cut off at once
+  curl -s http://{}/fl/rounds | jq '.[-1]'                                 # the aggregator's last round
+  curl -s http://{first}/metrics | grep '^tpm_'                            # node 1's sidecar metrics
+  prometheus --config.file=monitoring/prometheus.yml                       # scrapes all of it (docs/metrics.md)
+
+Ctrl-C stops everything.",
+        elapsed.as_secs_f64(),
+        n + 2,
+        dir.display(),
+        dir.join("testnet.json").display(),
+        admin.cert.display(),
+        port_of(door),
+        port_of(door),
+        port_of(door),
+        aggregator.app,
+    );
+}
+
+fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(_, p)| p).unwrap_or(addr)
+}
+
+fn python_command(python: &Path, script: &Path) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .env("PYTHONUNBUFFERED", "1")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    cmd
+}
+
+fn default_python() -> PathBuf {
+    let venv = PathBuf::from(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// An ephemeral loopback port, free when this returns (for an app whose sidecar must know
+/// its address before it starts).
+fn reserve_port() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Service(format!("cannot bind an ephemeral port: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Service(format!("cannot read an ephemeral port: {e}")))?;
+    Ok(addr.to_string())
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|e| Error::Service(format!("no randomness for the bootstrap token: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| Error::CannotCreate {
+            path: path.to_owned(),
+            source,
+        })?;
+    file.write_all(text.as_bytes())
+        .map_err(|source| Error::CannotCreate {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

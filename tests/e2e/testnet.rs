@@ -1,0 +1,450 @@
+//! `trust-proxy testnet` as a user runs it: the authority behind its sidecar, the example
+//! federated-learning aggregator and node agents (real Flask apps) behind theirs, on
+//! ephemeral loopback ports. Checked from the outside: the authority's status, the
+//! aggregator's rounds against what the agents say they sent, the sidecars' metrics, and
+//! that stopping the testnet leaves none of its processes running.
+//!
+//! The Byzantine scenario runs here too: requests with no certificate, with a certificate
+//! from a self-made CA, with a forged signature, a signature by another node than the TLS
+//! peer, a replayed update, and a node revoked mid-run. Each is refused with its reason
+//! counted; the aggregate stays the honest nodes' average.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::sidecar::{issue_dev, mtls, post};
+use crate::support::{repo_root, trust_proxy};
+
+/// A running `trust-proxy testnet` and its `testnet.json`.
+struct Testnet {
+    child: Child,
+    tmp: tempfile::TempDir,
+    manifest: Value,
+}
+
+impl Testnet {
+    /// Starts `--nodes n` on ephemeral ports and returns once it printed `testnet ready`.
+    fn start(n: u32, extra: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let python = std::env::var_os("TRUST_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/python3"));
+        let mut child = trust_proxy()
+            .current_dir(repo_root())
+            .args(["testnet", "--base-port", "0", "--round-interval", "300ms"])
+            .args(["--nodes", &n.to_string(), "--dir"])
+            .arg(tmp.path().join("net"))
+            .arg("--python")
+            .arg(python)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(tmp.path().join("testnet.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("testnet ready") => break,
+                Some(Ok(line)) => seen.push(line),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the testnet stopped before it was ready; stdout:\n{}\nstderr:\n{}",
+                        seen.join("\n"),
+                        std::fs::read_to_string(tmp.path().join("testnet.log")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        // Keep draining stdout so the testnet never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let manifest: Value = serde_json::from_str(
+            &std::fs::read_to_string(tmp.path().join("net/testnet.json")).unwrap(),
+        )
+        .unwrap();
+        Self {
+            child,
+            tmp,
+            manifest,
+        }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        PathBuf::from(self.manifest[key].as_str().unwrap())
+    }
+
+    fn node(&self, k: usize) -> &Value {
+        &self.manifest["nodes"][k - 1]
+    }
+
+    /// A node's own key and certificate, as its sidecar keeps them.
+    fn node_credentials(&self, k: usize) -> (PathBuf, PathBuf) {
+        let state = self.tmp.path().join(format!("net/node-{k}-sidecar/state"));
+        (state.join("node-key.pem"), state.join("node-cert.pem"))
+    }
+
+    /// `curl` to the authority's sidecar; `admin` presents the operator certificate.
+    fn trust_api(&self, method: &str, path: &str, admin: bool) -> Value {
+        let door = self.manifest["authority"]["sidecar"]["ingress"]
+            .as_str()
+            .unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--cacert"])
+            .arg(self.path("ca_certificate"));
+        if admin {
+            cmd.arg("--cert")
+                .arg(self.path("admin_certificate"))
+                .arg("--key")
+                .arg(self.path("admin_key"));
+        }
+        let port = door.rsplit_once(':').unwrap().1;
+        let out = cmd
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{method} {path}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    async fn get(&self, addr: &str, path: &str) -> Value {
+        reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn rounds(&self) -> Vec<Value> {
+        let app = self.manifest["aggregator"]["app"].as_str().unwrap();
+        self.get(app, "/fl/rounds")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    /// What node `k`'s agent says it sent, by round.
+    async fn sent(&self, k: usize) -> (BTreeMap<u64, Value>, u64) {
+        let status = self
+            .get(self.node(k)["app"].as_str().unwrap(), "/status")
+            .await;
+        let sent = status["sent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["round"].as_u64().unwrap(), s.clone()))
+            .collect();
+        (sent, status["errors"].as_u64().unwrap())
+    }
+
+    /// The sum of the metric lines starting with `prefix` on the aggregator's sidecar.
+    async fn aggregator_metric(&self, prefix: &str) -> f64 {
+        let admin = self.manifest["aggregator"]["admin"].as_str().unwrap();
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    /// Waits until the aggregator has closed round `r`.
+    async fn wait_for_round(&self, r: u64) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let rounds = self.rounds().await;
+            if rounds.iter().any(|x| x["round"].as_u64() == Some(r)) {
+                return rounds;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {r} did not close within 60 s; rounds so far: {rounds:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        // A failed test: SIGTERM lets the testnet stop its children; then make sure.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+    }
+}
+
+/// Asserts that round `round`'s aggregate is the sample-weighted mean of what the nodes
+/// in `honest` say they sent for it, and that exactly they contributed.
+async fn assert_honest_average(net: &Testnet, round: &Value, honest: &[usize]) {
+    let r = round["round"].as_u64().unwrap();
+    let contributors: Vec<String> = round["updates"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut expected_ids: Vec<String> = honest.iter().map(usize::to_string).collect();
+    expected_ids.sort();
+    let mut got = contributors.clone();
+    got.sort();
+    assert_eq!(got, expected_ids, "round {r}: {round}");
+    let (mut sum, mut total) = ([0.0f64; 2], 0.0);
+    for &k in honest {
+        let (sent, _) = net.sent(k).await;
+        let update = &sent[&r];
+        assert_eq!(update["status"], 200, "node {k}, round {r}: {update}");
+        let samples = update["samples"].as_f64().unwrap();
+        for (i, s) in sum.iter_mut().enumerate() {
+            *s += update["weights"][i].as_f64().unwrap() * samples;
+        }
+        total += samples;
+    }
+    for (i, s) in sum.iter().enumerate() {
+        let aggregate = round["aggregate"][i].as_f64().unwrap();
+        assert!(
+            (aggregate - s / total).abs() < 1e-9,
+            "round {r}, weight {i}: aggregate {aggregate} != honest mean {}",
+            s / total
+        );
+    }
+}
+
+fn pid_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_testnet_verifies_every_node_trains_and_stops_everything_it_started() {
+    let mut net = Testnet::start(5, &[]);
+    // Anonymous clients may read the status through the authority's sidecar.
+    let status = net.trust_api("GET", "/trust/status", false);
+    assert_eq!(
+        status["verified_nodes"], 7,
+        "5 nodes, aggregator, authority's sidecar: {status}"
+    );
+    assert_eq!(status["total_nodes"], 7);
+    let verify = net.trust_api("POST", "/trust/verify/3", true);
+    assert_eq!(verify["verified"], true, "{verify}");
+
+    // Training runs through the sidecars: two rounds with all five nodes, each the
+    // sample-weighted average of what the agents sent.
+    let rounds = net.wait_for_round(2).await;
+    for round in rounds.iter().take(2) {
+        assert_honest_average(&net, round, &[1, 2, 3, 4, 5]).await;
+    }
+    // The aggregator learned who sent each update from its sidecar, not from the body.
+    assert!(
+        net.aggregator_metric("tpm_requests_total{direction=\"ingress\",outcome=\"forwarded\"}")
+            .await
+            >= 10.0
+    );
+
+    let pids: Vec<u64> = net.manifest["pids"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 14, "authority + 13 sidecars and apps");
+    assert!(pids.iter().all(|p| pid_alive(*p)));
+    let status = net.stop();
+    assert_eq!(status.code(), Some(0));
+    let alive: Vec<&u64> = pids.iter().filter(|p| pid_alive(**p)).collect();
+    assert!(
+        alive.is_empty(),
+        "still running after the testnet stopped: {alive:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest() {
+    use trust_core::{MessageSigner, NodeId, NodeKey, RequestParts, Subject, UnixTime};
+    let net = Testnet::start(5, &["--round-timeout", "2s"]);
+    net.wait_for_round(1).await;
+    let ingress = net.manifest["aggregator"]["ingress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = ingress.rsplit_once(':').unwrap().1.to_owned();
+    let ca = net.path("ca_certificate");
+    let evil = br#"{"round":1,"weights":[1000.0,1000.0],"samples":1000000}"#;
+    let handshakes = "tpm_tls_handshake_failures_total";
+    let before_handshakes = net.aggregator_metric(handshakes).await;
+
+    // 1. No certificate: the handshake is refused.
+    let curl = |extra: &[&str], cert: Option<(&Path, &Path)>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(extra);
+        if let Some((key, cert)) = cert {
+            cmd.arg("--key").arg(key).arg("--cert").arg(cert);
+        }
+        cmd.args([
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data",
+        ])
+        .arg(String::from_utf8_lossy(evil).into_owned())
+        .arg(format!("https://localhost:{port}/fl/update"))
+        .output()
+        .unwrap()
+    };
+    let out = curl(&[], None);
+    assert!(
+        !out.status.success() || String::from_utf8_lossy(&out.stdout) == "401",
+        "no certificate was admitted: {out:?}"
+    );
+
+    // 2. A certificate from a self-made CA that claims node 3.
+    let rogue = net.tmp.path().join("rogue-ca");
+    let init = trust_proxy()
+        .args(["ca", "init", "--state-dir"])
+        .arg(&rogue)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let (rogue_key, rogue_cert) =
+        issue_dev(&rogue, &net.tmp.path().join("rogue"), &["--node-id", "3"]);
+    let out = curl(&[], Some((&rogue_key, &rogue_cert)));
+    assert!(
+        !out.status.success(),
+        "a self-made CA's certificate was admitted: {out:?}"
+    );
+    let start = Instant::now();
+    while net.aggregator_metric(handshakes).await < before_handshakes + 2.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "handshake refusals not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 3-5. Node 3's real certificate, with bad signatures and a replay.
+    let signer = |k: usize| {
+        let (key, cert) = net.node_credentials(k);
+        let der = pem::parse(std::fs::read_to_string(cert).unwrap())
+            .unwrap()
+            .into_contents();
+        MessageSigner::new(
+            NodeKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap(),
+            &Subject::Node(NodeId::new(u32::try_from(k).unwrap()).unwrap()),
+            &der,
+        )
+    };
+    let sign = |s: &MessageSigner, body: &[u8]| -> Vec<(&'static str, String)> {
+        let mut headers: Vec<(&'static str, String)> = s
+            .sign(
+                &RequestParts::new("POST", "aggregator", "/fl/update", body),
+                UnixTime::now(),
+            )
+            .unwrap()
+            .pairs()
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        headers.push(("content-type", "application/json".into()));
+        headers
+    };
+    let (key3, cert3) = net.node_credentials(3);
+    let mut conn = mtls(&ingress, &ca, &key3, &cert3).await.unwrap();
+    let signature_failures = "tpm_signature_verification_failures_total";
+    let before_signatures = net.aggregator_metric(signature_failures).await;
+    // Forged: signed for one body, another body sent.
+    let honest_body = br#"{"round":1,"weights":[0.0,0.0],"samples":1}"#;
+    let forged = sign(&signer(3), honest_body);
+    assert_eq!(
+        post(&mut conn, "aggregator", "/fl/update", evil, &forged).await,
+        Ok(401)
+    );
+    // Signed by node 4's key over node 3's TLS connection.
+    let other = sign(&signer(4), evil);
+    assert_eq!(
+        post(&mut conn, "aggregator", "/fl/update", evil, &other).await,
+        Ok(401)
+    );
+    assert_eq!(
+        net.aggregator_metric(signature_failures).await,
+        before_signatures + 2.0
+    );
+    // Replayed: a correctly signed request (for a round that is not open, so the app
+    // answers 409 the first time) sent again is refused before it reaches the app.
+    let stale = br#"{"round":999999,"weights":[1000.0,1000.0],"samples":1000000}"#;
+    let captured = sign(&signer(3), stale);
+    assert_eq!(
+        post(&mut conn, "aggregator", "/fl/update", stale, &captured).await,
+        Ok(409)
+    );
+    let denied = "tpm_policy_evaluations_total{outcome=\"deny\",plugin=\"replay-window\"";
+    let before_denied = net.aggregator_metric(denied).await;
+    let replay = post(&mut conn, "aggregator", "/fl/update", stale, &captured).await;
+    assert_eq!(
+        replay,
+        Ok(401),
+        "the replay must not reach the app (it answered 409)"
+    );
+    assert_eq!(net.aggregator_metric(denied).await, before_denied + 1.0);
+
+    // 6. Node 5 is revoked mid-run: from the next round on only nodes 1-4 count.
+    let revoked_at = net.rounds().await.len() as u64;
+    let revoke = net.trust_api("POST", "/trust/revoke/5", true);
+    assert_eq!(revoke["revoked"], true, "{revoke}");
+    let refused_certificates =
+        "tpm_requests_total{direction=\"ingress\",outcome=\"refused_certificate\"}";
+    // Rounds closed after the revocation, with one round of slack for an update in flight.
+    let first_clean = revoked_at + 2;
+    let rounds = net.wait_for_round(first_clean + 1).await;
+    for round in rounds
+        .iter()
+        .filter(|r| r["round"].as_u64().unwrap() >= first_clean)
+    {
+        assert_honest_average(&net, round, &[1, 2, 3, 4]).await;
+    }
+    let (_, node5_errors) = net.sent(5).await;
+    assert!(node5_errors > 0, "node 5's updates kept being accepted");
+    assert!(
+        net.aggregator_metric(refused_certificates).await + net.aggregator_metric(handshakes).await
+            > before_handshakes + 2.0,
+        "node 5's refusals were not counted"
+    );
+    // Nothing the Byzantine requests carried reached any round, and the honest nodes saw
+    // no error at all.
+    for round in &rounds {
+        for update in round["updates"].as_object().unwrap().values() {
+            assert!(update["weights"][0].as_f64().unwrap() < 100.0, "{round}");
+        }
+    }
+    for k in 1..=4 {
+        assert_eq!(net.sent(k).await.1, 0, "honest node {k} saw errors");
+    }
+}
