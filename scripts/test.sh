@@ -28,7 +28,11 @@ step "python venv (.venv) with tests/python/requirements.txt"
 if [ ! -x .venv/bin/python3 ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+.venv/bin/python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt -r deploy/apps/requirements.txt
+
+step "monitoring: Prometheus configs, alert rules and their promtool tests, dashboards, catalog"
+# Also installs Debian's prometheus package: the end-to-end suite runs a real Prometheus.
+scripts/check-monitoring.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

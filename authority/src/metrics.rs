@@ -43,7 +43,7 @@ impl Metrics {
         let enrollments = must(IntCounterVec::new(
             Opts::new(
                 "tpm_authority_enrollments_total",
-                "Enrollment requests by result (issued, existing, refused, error)",
+                "Enrollment and renewal requests by result (issued, existing, renewed, refused, error)",
             ),
             &["result"],
         ));
@@ -124,6 +124,10 @@ impl Metrics {
             Box::new(requests.clone()),
         ] {
             must(registry.register(c));
+        }
+        // Known series start at 0, so the first refusal shows as an increase.
+        for result in ["issued", "existing", "renewed", "refused", "error"] {
+            enrollments.with_label_values(&[result]);
         }
         Self {
             registry,

@@ -82,6 +82,41 @@ pub struct Snapshot {
     pub now: u64,
 }
 
+/// Every `outcome` of `tpm_requests_total`.
+pub const REQUEST_OUTCOMES: [&str; 6] = [
+    "forwarded",
+    "refused_certificate",
+    "refused_signature",
+    "refused_policy",
+    "refused_request",
+    "upstream_error",
+];
+
+/// Every (`direction`, `kind`) of `tpm_upstream_errors_total`.
+const UPSTREAM_ERRORS: [(&str, &str); 5] = [
+    ("ingress", "unreachable"),
+    ("ingress", "timeout"),
+    ("egress", "unreachable"),
+    ("egress", "timeout"),
+    ("egress", "peer_certificate"),
+];
+
+/// Every `reason` of `tpm_signature_verification_failures_total`: the trust core's
+/// rejection labels, and `anonymous` (signed headers from a client without a certificate).
+const SIGNATURE_REASONS: [&str; 11] = [
+    "missing_header",
+    "malformed_header",
+    "unknown_node",
+    "fingerprint_mismatch",
+    "destination_mismatch",
+    "stale",
+    "future",
+    "bad_signature",
+    "bad_salt_length",
+    "replayed",
+    "anonymous",
+];
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -139,7 +174,7 @@ impl Metrics {
             &["plugin"],
         ));
         must(registry.register(Box::new(policy_duration.clone())));
-        Self {
+        let metrics = Self {
             policy_evaluations: counter_vec(
                 "tpm_policy_evaluations_total",
                 "Policy plugin evaluations by plugin, outcome (allow, deny, error: trap, deadline or memory limit) and shadow",
@@ -223,7 +258,50 @@ impl Metrics {
                 "1 when the sidecar has a valid certificate and a current CRL",
             ),
             registry,
+        };
+        metrics.start_known_series_at_zero();
+        metrics
+    }
+
+    /// Exports every known label combination at 0 from the start. A counter series that
+    /// first appears at 1 shows no `increase()`, so an alert on the first forged signature
+    /// or failed reload would never fire; and a rule or panel over a series that does not
+    /// exist yet cannot be told from one over a misspelt name.
+    fn start_known_series_at_zero(&self) {
+        for direction in ["ingress", "egress"] {
+            for outcome in REQUEST_OUTCOMES {
+                self.requests.with_label_values(&[direction, outcome]);
+            }
         }
+        for (direction, kind) in UPSTREAM_ERRORS {
+            self.upstream_errors.with_label_values(&[direction, kind]);
+        }
+        for reason in SIGNATURE_REASONS {
+            self.signature_failures.with_label_values(&[reason]);
+        }
+        for reason in ["certificate", "timeout", "protocol"] {
+            self.handshake_failures.with_label_values(&[reason]);
+        }
+        for result in ["renewed", "reloaded", "failed"] {
+            self.rotations.with_label_values(&[result]);
+        }
+        for result in ["ok", "failed"] {
+            self.policy_reloads.with_label_values(&[result]);
+        }
+        for (enforced, shadow) in [("allow", "deny"), ("deny", "allow")] {
+            self.policy_shadow_disagreements
+                .with_label_values(&[enforced, shadow]);
+        }
+    }
+
+    /// Exports a plugin's evaluation series at 0 once its policy set is loaded.
+    pub fn start_plugin_series_at_zero(&self, plugin: &str, shadow: bool) {
+        let shadow = if shadow { "true" } else { "false" };
+        for outcome in ["allow", "deny", "error"] {
+            self.policy_evaluations
+                .with_label_values(&[plugin, outcome, shadow]);
+        }
+        self.policy_duration.with_label_values(&[plugin]);
     }
 
     /// Counts a refused signature.
@@ -290,6 +368,12 @@ impl policy_host::Observer for ShadowMetrics {
     fn reloaded(&self, ok: bool) {
         policy_host::Observer::reloaded(&self.0, ok);
     }
+
+    fn loaded(&self, plugins: &[(&str, bool)]) {
+        for (plugin, _) in plugins {
+            self.0.start_plugin_series_at_zero(plugin, true);
+        }
+    }
 }
 
 impl policy_host::Observer for Metrics {
@@ -306,5 +390,11 @@ impl policy_host::Observer for Metrics {
         self.policy_reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+    }
+
+    fn loaded(&self, plugins: &[(&str, bool)]) {
+        for (plugin, shadow) in plugins {
+            self.start_plugin_series_at_zero(plugin, *shadow);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod authority_crash;
 mod cli_exit_codes;
 mod crl_follow;
 mod ingress;
+mod monitoring;
 mod openssl_interop;
 mod policy_cli;
 mod python_interop;

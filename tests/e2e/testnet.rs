@@ -20,15 +20,15 @@ use crate::sidecar::{issue_dev, mtls, post};
 use crate::support::{repo_root, trust_proxy};
 
 /// A running `trust-proxy testnet` and its `testnet.json`.
-struct Testnet {
+pub(crate) struct Testnet {
     child: Child,
-    tmp: tempfile::TempDir,
-    manifest: Value,
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) manifest: Value,
 }
 
 impl Testnet {
     /// Starts `--nodes n` on ephemeral ports and returns once it printed `testnet ready`.
-    fn start(n: u32, extra: &[&str]) -> Self {
+    pub(crate) fn start(n: u32, extra: &[&str]) -> Self {
         use std::io::BufRead as _;
         let tmp = tempfile::tempdir().unwrap();
         let python = std::env::var_os("TRUST_TEST_PYTHON")
@@ -76,22 +76,54 @@ impl Testnet {
         }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
+    pub(crate) fn path(&self, key: &str) -> PathBuf {
         PathBuf::from(self.manifest[key].as_str().unwrap())
     }
 
-    fn node(&self, k: usize) -> &Value {
+    pub(crate) fn node(&self, k: usize) -> &Value {
         &self.manifest["nodes"][k - 1]
     }
 
     /// A node's own key and certificate, as its sidecar keeps them.
-    fn node_credentials(&self, k: usize) -> (PathBuf, PathBuf) {
+    pub(crate) fn node_credentials(&self, k: usize) -> (PathBuf, PathBuf) {
         let state = self.tmp.path().join(format!("net/node-{k}-sidecar/state"));
         (state.join("node-key.pem"), state.join("node-cert.pem"))
     }
 
+    /// Signature headers (and a JSON content type) as node `k` signs a POST of `body` to
+    /// the aggregator's `path`, with node `k`'s own key.
+    pub(crate) fn signed_headers(
+        &self,
+        k: usize,
+        path: &str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
+        use trust_core::{MessageSigner, NodeId, NodeKey, RequestParts, Subject, UnixTime};
+        let (key, cert) = self.node_credentials(k);
+        let der = pem::parse(std::fs::read_to_string(cert).unwrap())
+            .unwrap()
+            .into_contents();
+        let signer = MessageSigner::new(
+            NodeKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap(),
+            &Subject::Node(NodeId::new(u32::try_from(k).unwrap()).unwrap()),
+            &der,
+        );
+        let mut headers: Vec<(&'static str, String)> = signer
+            .sign(
+                &RequestParts::new("POST", "aggregator", path, body),
+                UnixTime::now(),
+            )
+            .unwrap()
+            .pairs()
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        headers.push(("content-type", "application/json".into()));
+        headers
+    }
+
     /// `curl` to the authority's sidecar; `admin` presents the operator certificate.
-    fn trust_api(&self, method: &str, path: &str, admin: bool) -> Value {
+    pub(crate) fn trust_api(&self, method: &str, path: &str, admin: bool) -> Value {
         let door = self.manifest["authority"]["sidecar"]["ingress"]
             .as_str()
             .unwrap();
@@ -118,7 +150,7 @@ impl Testnet {
         })
     }
 
-    async fn get(&self, addr: &str, path: &str) -> Value {
+    pub(crate) async fn get(&self, addr: &str, path: &str) -> Value {
         reqwest::get(format!("http://{addr}{path}"))
             .await
             .unwrap()
@@ -151,7 +183,7 @@ impl Testnet {
     }
 
     /// The sum of the metric lines starting with `prefix` on the aggregator's sidecar.
-    async fn aggregator_metric(&self, prefix: &str) -> f64 {
+    pub(crate) async fn aggregator_metric(&self, prefix: &str) -> f64 {
         let admin = self.manifest["aggregator"]["admin"].as_str().unwrap();
         let text = reqwest::get(format!("http://{admin}/metrics"))
             .await
@@ -182,7 +214,7 @@ impl Testnet {
     }
 
     /// SIGTERM, then the exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
@@ -286,7 +318,6 @@ async fn the_testnet_verifies_every_node_trains_and_stops_everything_it_started(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest() {
-    use trust_core::{MessageSigner, NodeId, NodeKey, RequestParts, Subject, UnixTime};
     let net = Testnet::start(5, &["--round-timeout", "2s"]);
     net.wait_for_round(1).await;
     let ingress = net.manifest["aggregator"]["ingress"]
@@ -351,44 +382,20 @@ async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest
     }
 
     // 3-5. Node 3's real certificate, with bad signatures and a replay.
-    let signer = |k: usize| {
-        let (key, cert) = net.node_credentials(k);
-        let der = pem::parse(std::fs::read_to_string(cert).unwrap())
-            .unwrap()
-            .into_contents();
-        MessageSigner::new(
-            NodeKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap(),
-            &Subject::Node(NodeId::new(u32::try_from(k).unwrap()).unwrap()),
-            &der,
-        )
-    };
-    let sign = |s: &MessageSigner, body: &[u8]| -> Vec<(&'static str, String)> {
-        let mut headers: Vec<(&'static str, String)> = s
-            .sign(
-                &RequestParts::new("POST", "aggregator", "/fl/update", body),
-                UnixTime::now(),
-            )
-            .unwrap()
-            .pairs()
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
-        headers.push(("content-type", "application/json".into()));
-        headers
-    };
+    let sign = |k: usize, body: &[u8]| net.signed_headers(k, "/fl/update", body);
     let (key3, cert3) = net.node_credentials(3);
     let mut conn = mtls(&ingress, &ca, &key3, &cert3).await.unwrap();
     let signature_failures = "tpm_signature_verification_failures_total";
     let before_signatures = net.aggregator_metric(signature_failures).await;
     // Forged: signed for one body, another body sent.
     let honest_body = br#"{"round":1,"weights":[0.0,0.0],"samples":1}"#;
-    let forged = sign(&signer(3), honest_body);
+    let forged = sign(3, honest_body);
     assert_eq!(
         post(&mut conn, "aggregator", "/fl/update", evil, &forged).await,
         Ok(401)
     );
     // Signed by node 4's key over node 3's TLS connection.
-    let other = sign(&signer(4), evil);
+    let other = sign(4, evil);
     assert_eq!(
         post(&mut conn, "aggregator", "/fl/update", evil, &other).await,
         Ok(401)
@@ -400,7 +407,7 @@ async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest
     // Replayed: a correctly signed request (for a round that is not open, so the app
     // answers 409 the first time) sent again is refused before it reaches the app.
     let stale = br#"{"round":999999,"weights":[1000.0,1000.0],"samples":1000000}"#;
-    let captured = sign(&signer(3), stale);
+    let captured = sign(3, stale);
     assert_eq!(
         post(&mut conn, "aggregator", "/fl/update", stale, &captured).await,
         Ok(409)

@@ -25,6 +25,9 @@ pub trait Observer: Send + Sync {
     fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, seconds: f64);
     /// A reload finished.
     fn reloaded(&self, ok: bool);
+    /// A set was put in force (at start or by a reload): each plugin's name and whether
+    /// it is a shadow one, so an observer can export their series before the first request.
+    fn loaded(&self, _plugins: &[(&str, bool)]) {}
 }
 
 /// An observer that records nothing.
@@ -47,6 +50,17 @@ pub struct Verdict {
 
 struct Chain {
     plugins: Vec<Plugin>,
+}
+
+impl Chain {
+    fn announce(&self, observer: &dyn Observer) {
+        let plugins: Vec<(&str, bool)> = self
+            .plugins
+            .iter()
+            .map(|p| (p.entry.name.as_str(), p.entry.shadow))
+            .collect();
+        observer.loaded(&plugins);
+    }
 }
 
 /// The policy chain in force and what reloads it.
@@ -76,6 +90,7 @@ impl PolicyHost {
         start_ticker(&engine);
         let compiled = CompileCache::default();
         let chain = load_chain(&engine, set_path, plugin_dir, &seen, &compiled)?;
+        chain.announce(observer.as_ref());
         Ok(Self {
             compiled,
             engine,
@@ -172,6 +187,7 @@ impl PolicyHost {
             Ok(chain) => {
                 let in_use: Vec<[u8; 32]> = chain.plugins.iter().map(|p| p.digest).collect();
                 self.compiled.retain(&in_use);
+                chain.announce(self.observer.as_ref());
                 self.current.store(Arc::new(chain));
                 self.observer.reloaded(true);
                 tracing::info!(set = %self.set_path.display(), plugins = ?self.plugins(), took = ?started.elapsed(), "policy set reloaded");
