@@ -40,6 +40,48 @@ pub async fn run(
     authority: Arc<Authority>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    run_scoped(listener, authority, shutdown, Scope::Full).await
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole API. Bind it to loopback: the authority's own sidecar fronts it and its
+    /// policy decides who may revoke.
+    Full,
+    /// What a node needs before it can reach the authority's sidecar, for a listener on
+    /// the network: `/trust/enroll` (bootstrap token), `/trust/renew` (signed by the node's
+    /// current key), `/trust/crl`, `/trust/ca-certificate`, `/metrics`, `/healthz`,
+    /// `/readyz`. Everything else answers 404, and `X-Verified-*` headers are ignored.
+    Enrollment,
+}
+
+impl Scope {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Self::Full => true,
+            Self::Enrollment => matches!(
+                path,
+                "/trust/enroll"
+                    | "/trust/renew"
+                    | "/trust/crl"
+                    | "/trust/ca-certificate"
+                    | "/metrics"
+                    | "/healthz"
+                    | "/readyz"
+            ),
+        }
+    }
+}
+
+/// As [`run`], serving only the routes `scope` allows. The CRL re-publisher runs with the
+/// [`Scope::Full`] listener only.
+pub async fn run_scoped(
+    listener: TcpListener,
+    authority: Arc<Authority>,
+    shutdown: CancellationToken,
+    scope: Scope,
+) -> Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -47,7 +89,8 @@ pub async fn run(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let refresher = tokio::spawn(refresh_crl(Arc::clone(&authority), shutdown.clone()));
+    let refresher = (scope == Scope::Full)
+        .then(|| tokio::spawn(refresh_crl(Arc::clone(&authority), shutdown.clone())));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -69,7 +112,7 @@ pub async fn run(
         let app = Arc::clone(&authority);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+            async move { Ok::<_, Infallible>(handle(app, req, peer, scope).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -82,7 +125,9 @@ pub async fn run(
             drop(permit);
         });
     }
-    refresher.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     authority.closing().cancel();
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
         .await
@@ -118,13 +163,26 @@ fn now() -> UnixTime {
     )
 }
 
-async fn handle(app: Arc<Authority>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(
+    app: Arc<Authority>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scope: Scope,
+) -> Response<Body> {
     let started = Instant::now();
+    if !scope.serves(req.uri().path()) {
+        app.metrics()
+            .observe_request("not_served", StatusCode::NOT_FOUND.as_u16(), started);
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "this listener serves enrollment only; the rest of /trust/* is behind the authority's sidecar"}),
+        );
+    }
     // The authority's own sidecar strips X-Verified-* from outside and sets them from the
     // verified client certificate; on loopback that is the only writer.
-    if let Some(id) = req
-        .headers()
-        .get("x-verified-node-id")
+    if let Some(id) = (scope == Scope::Full)
+        .then(|| req.headers().get("x-verified-node-id"))
+        .flatten()
         .and_then(|v| v.to_str().ok())
     {
         let (a, id) = (Arc::clone(&app), id.to_owned());

@@ -28,5 +28,5 @@ pub mod service;
 
 pub use config::{AuthorityConfig, Secret};
 pub use error::{Error, Result};
-pub use http::run;
+pub use http::{Scope, run, run_scoped};
 pub use service::{Authority, EnrollResponse};

@@ -68,7 +68,7 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Run the trust authority: root CA, enrollment, registry, revocation, the /trust/* API.
     #[command(
-        after_help = "Example:\n  openssl rand -hex 32 > token && chmod 600 token\n  trust-proxy authority --state-dir ./authority --listen 127.0.0.1:7000 --bootstrap-token-file token\n\nPrints `listening on <addr>` once it serves. SIGTERM or Ctrl-C drains in-flight requests and exits 0."
+        after_help = "Example:\n  openssl rand -hex 32 > token && chmod 600 token\n  trust-proxy authority --state-dir ./authority --listen 127.0.0.1:7000 --bootstrap-token-file token\n\nPrints `listening on <addr>` once it serves (and `enroll listening on <addr>` with --enroll-listen). SIGTERM or Ctrl-C drains in-flight requests and exits 0."
     )]
     Authority(AuthorityArgs),
     /// Run the sidecar beside an app: mTLS ingress, signed egress, CRL watch, rotation.
@@ -227,6 +227,11 @@ pub struct AuthorityArgs {
     /// Address to serve on. Loopback by default: the network reaches the authority through its own sidecar.
     #[arg(long, default_value = "127.0.0.1:7000", env = "TRUST_AUTHORITY_LISTEN")]
     pub listen: std::net::SocketAddr,
+    /// Also serve the enrollment routes only (enroll, renew, CRL, CA certificate, metrics,
+    /// health) on this address, for nodes on the network before they have a certificate.
+    /// Everything else stays on --listen, behind the authority's sidecar.
+    #[arg(long, env = "TRUST_AUTHORITY_ENROLL_LISTEN")]
+    pub enroll_listen: Option<std::net::SocketAddr>,
     /// Trust domain of a root created at first start (an existing root keeps its own).
     #[arg(long, default_value = "sovereign.local")]
     pub trust_domain: String,

@@ -52,13 +52,44 @@ pub fn authority(args: AuthorityArgs) -> Result<()> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Usage(format!("--listen {}: {e}", args.listen)))?;
+        let enroll = match args.enroll_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| Error::Usage(format!("--enroll-listen {at}: {e}")))?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|e| Error::Usage(format!("--enroll-listen {at}: {e}")))?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
+        let service = std::sync::Arc::new(service);
         tracing::info!(%addr, "authority serving");
         println!("listening on {addr}");
-        authority::run(listener, std::sync::Arc::new(service), shutdown)
+        let enrollment = enroll.map(|(l, bound)| {
+            tracing::info!(addr = %bound, "enrollment-only listener serving");
+            println!("enroll listening on {bound}");
+            tokio::spawn(authority::run_scoped(
+                l,
+                std::sync::Arc::clone(&service),
+                shutdown.clone(),
+                authority::Scope::Enrollment,
+            ))
+        });
+        let served = authority::run(listener, service, shutdown.clone())
             .await
-            .map_err(authority_error)
+            .map_err(authority_error);
+        shutdown.cancel();
+        if let Some(task) = enrollment {
+            match task.await {
+                Ok(r) => r.map_err(authority_error)?,
+                Err(e) => return Err(Error::Service(format!("enrollment listener: {e}"))),
+            }
+        }
+        served
     })
 }
 

@@ -168,3 +168,57 @@ async fn unknown_routes_are_404_wrong_methods_405_and_errors_are_json() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_enrollment_listener_serves_what_a_new_node_needs_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_scoped(dir.path(), authority::Scope::Enrollment).await;
+    let (csr_key, csr) = key_and_csr().await;
+    drop(csr_key);
+    let (code, body) = server.enroll(&csr, Some(serde_json::json!(4))).await;
+    assert_eq!(code, 200, "{body}");
+    for path in [
+        "/trust/ca-certificate",
+        "/trust/crl",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        let r = server
+            .client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    // Revocation, verification and the registry stay behind the authority's sidecar,
+    // however the request is dressed up.
+    for (method, path) in [
+        ("POST", "/trust/revoke/4"),
+        ("POST", "/trust/verify/4"),
+        ("GET", "/trust/status"),
+        ("GET", "/trust/certificate/4"),
+        ("GET", "/trust/nodes"),
+        ("POST", "/trust//revoke/4"),
+        ("POST", "/trust/enroll/../revoke/4"),
+        ("GET", "/metrics/summary"),
+    ] {
+        let r = server
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", server.url))
+            .header("x-verified-node-id", "4")
+            .header("x-verified-roles", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{method} {path}");
+    }
+    server.stop().await;
+    // The node is still enrolled and not revoked.
+    let server = Server::start(dir.path()).await;
+    let status = server.status().await;
+    assert_eq!(status["verified_nodes"], 1, "{status}");
+    assert_eq!(status["revoked_certificates"], 0, "{status}");
+    server.stop().await;
+}

@@ -30,6 +30,11 @@ pub struct Server {
 impl Server {
     /// Serves the state in `dir` (creating a root on first start).
     pub async fn start(dir: &Path) -> Server {
+        Self::start_scoped(dir, authority::Scope::Full).await
+    }
+
+    /// As [`Self::start`], serving only what `scope` allows.
+    pub async fn start_scoped(dir: &Path, scope: authority::Scope) -> Server {
         let config = AuthorityConfig::new(dir.to_owned(), Secret::new(TOKEN));
         let (authority, _) = tokio::task::spawn_blocking(move || Authority::open(config, now()))
             .await
@@ -38,7 +43,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let serve = authority::run(listener, Arc::new(authority), stop.clone());
+        let serve = authority::run_scoped(listener, Arc::new(authority), stop.clone(), scope);
         let task = tokio::spawn(async move { serve.await.unwrap() });
         Server {
             url,
