@@ -20,6 +20,12 @@ Routes:
 
 Environment: LISTEN (host:port, default 127.0.0.1:0), ROUND_QUORUM (default 5),
 ROUND_TIMEOUT (seconds, default 5). Prints `listening on <host>:<port>` once it serves.
+
+PUBLIC_LISTEN (optional, e.g. 0.0.0.0:5001) adds a second, read-only listener for the
+operator's dashboard, as the seed's backend had: GET /trust/status (fetched from
+AUTHORITY_URL, default http://authority, through HTTP_PROXY: the sidecar signs it and
+carries it over mTLS to the authority's sidecar), GET /fl/rounds, GET /healthz. It never
+reads X-Verified-* headers and accepts no update, so exposing it admits nobody.
 """
 
 import math
@@ -135,9 +141,37 @@ def healthz():
     return jsonify(ok=True)
 
 
+public = Flask("aggregator-public")
+AUTHORITY = os.environ.get("AUTHORITY_URL", "http://authority").rstrip("/")
+
+
+@public.get("/trust/status")
+def public_trust_status():
+    import requests  # only the public listener calls out
+
+    try:
+        answer = requests.get(f"{AUTHORITY}/trust/status", timeout=10)
+    except requests.RequestException as e:
+        return jsonify(error=f"the authority could not be reached: {e}"), 502
+    return answer.content, answer.status_code, {"content-type": "application/json"}
+
+
+public.add_url_rule("/fl/rounds", view_func=rounds)
+public.add_url_rule("/healthz", view_func=healthz)
+
+
+def serve_public(address):
+    host, _, port = address.rpartition(":")
+    server = make_server(host, int(port), public, threaded=True)
+    print(f"public listening on {host}:{server.server_port}", flush=True)
+    server.serve_forever()
+
+
 if __name__ == "__main__":
     host, _, port = os.environ.get("LISTEN", "127.0.0.1:0").rpartition(":")
     threading.Thread(target=closer, daemon=True).start()
+    if os.environ.get("PUBLIC_LISTEN"):
+        threading.Thread(target=serve_public, args=(os.environ["PUBLIC_LISTEN"],), daemon=True).start()
     server = make_server(host, int(port), app, threaded=True)
     print(f"listening on {host}:{server.server_port}", flush=True)
     server.serve_forever()

@@ -14,7 +14,7 @@ use crate::offline;
 const EXIT_CODES: &str = "\
 Exit codes:
   0   done
-  1   a verification said no (cert verify, message verify)
+  1   a verification said no (cert verify, message verify; probe: not a 2xx answer)
   64  bad arguments (the message names the flag)
   65  an input file's content is unusable (not PEM, refused CSR, ...)
   66  an input file is missing or unreadable
@@ -78,6 +78,25 @@ pub enum Command {
     /// example federated-learning aggregator and N node agents, each behind its sidecar.
     #[command(after_help = TESTNET_HELP)]
     Testnet(TestnetArgs),
+    /// Ask a health endpoint (plain HTTP GET): exit 0 on a 2xx answer, 1 on another
+    /// answer, 69 when nothing answers. For container health checks and start-up scripts.
+    #[command(
+        after_help = "Example:\n  trust-proxy probe http://127.0.0.1:9100/readyz\n  trust-proxy probe --wait 60s http://tpm-ca-service:7002/healthz   # retry until it answers"
+    )]
+    Probe(ProbeArgs),
+}
+
+/// `trust-proxy probe`
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (http only).
+    pub url: String,
+    /// How long one attempt may take.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Keep retrying (every 500 ms) until a 2xx answer or this much time has passed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 const TESTNET_HELP: &str = "\
@@ -567,6 +586,7 @@ pub fn run(command: Command) -> crate::Result<()> {
         Command::Run(args) => crate::sidecar::run(args),
         Command::Policy(c) => crate::policy_cli::run(c),
         Command::Testnet(args) => crate::testnet::run(args),
+        Command::Probe(args) => crate::serve::probe(&args),
     }
 }
 

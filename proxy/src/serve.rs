@@ -93,6 +93,53 @@ pub fn authority(args: AuthorityArgs) -> Result<()> {
     })
 }
 
+/// `trust-proxy probe`: one GET (or retries until `--wait` passes).
+pub fn probe(args: &crate::cli::ProbeArgs) -> Result<()> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|e| Error::Usage(format!("URL {}: {e}", args.url)))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(Error::Usage(format!(
+            "URL {}: only http:// is probed (health listeners are plain HTTP)",
+            args.url
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Service(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let deadline = args.wait.map(|w| tokio::time::Instant::now() + w);
+        loop {
+            let attempt = tokio::time::timeout(args.timeout, client.get(uri.clone())).await;
+            let outcome = match attempt {
+                Ok(Ok(answer)) if answer.status().is_success() => return Ok(()),
+                Ok(Ok(answer)) => {
+                    Error::Refused(format!("{} answered {}", args.url, answer.status()))
+                }
+                Ok(Err(e)) => Error::Unavailable(format!("{}: {e}", args.url)),
+                Err(_) => Error::Unavailable(format!(
+                    "{} did not answer within {:?}",
+                    args.url, args.timeout
+                )),
+            };
+            match deadline {
+                Some(d) if tokio::time::Instant::now() < d => {
+                    tracing::debug!(error = %outcome, "not yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                _ => return Err(outcome),
+            }
+        }
+    })
+}
+
 fn authority_error(e: authority::Error) -> Error {
     match e {
         authority::Error::Config(msg) => Error::Usage(msg),

@@ -102,3 +102,33 @@ fn an_existing_root_can_be_imported_and_a_mismatched_pair_is_refused() {
     assert_eq!(out.status.code(), Some(65), "{}", text(&out));
     assert!(text(&out).contains("does not match"), "{}", text(&out));
 }
+
+#[test]
+fn probe_exits_0_on_2xx_1_on_another_answer_69_when_nothing_answers_and_64_on_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "probe-test-token-0123456789").unwrap();
+    let authority = crate::support::AuthorityProcess::start(&tmp.path().join("ca"), &token);
+    let code = |url: &str, extra: &[&str]| {
+        run(trust_proxy().arg("probe").args(extra).arg(url))
+            .status
+            .code()
+    };
+    assert_eq!(code(&format!("{}/healthz", authority.url), &[]), Some(0));
+    assert_eq!(
+        code(&format!("{}/no-such-route", authority.url), &[]),
+        Some(1)
+    );
+    // A port nothing listens on: taken, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert_eq!(code(&format!("http://{closed}/healthz"), &[]), Some(69));
+    assert_eq!(
+        code(&format!("http://{closed}/healthz"), &["--wait", "1s"]),
+        Some(69),
+        "retries, then gives up"
+    );
+    assert_eq!(code("https://127.0.0.1:1/healthz", &[]), Some(64));
+}

@@ -8,6 +8,7 @@ mod support;
 
 mod authority_crash;
 mod cli_exit_codes;
+mod compose;
 mod crl_follow;
 mod ingress;
 mod monitoring;
