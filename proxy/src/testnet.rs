@@ -211,50 +211,65 @@ impl Testnet {
             )
             .await?;
 
-        // 3. The nodes: each sidecar enrolls (keys made concurrently), then its app starts.
-        println!("enrolling {} nodes", self.args.nodes);
-        let mut nodes = Vec::new();
-        for k in 1..=self.args.nodes {
+        // 3. The nodes: every sidecar starts at once (keys made and enrolments sent
+        //    concurrently), then every app, each pointed at its sidecar's egress.
+        let n = self.args.nodes;
+        println!("enrolling {n} nodes");
+        let peer = [("aggregator", aggregator.ingress.as_str(), AGGREGATOR_ID)];
+        let mut launched = Vec::new();
+        // With ephemeral ports each app's port is held open until just before the app
+        // starts, so no sidecar starting meanwhile can be handed it.
+        let mut held = Vec::new();
+        for k in 1..=n {
             let slot = k + 1;
             let app_addr = if self.args.base_port == 0 {
-                reserve_port()?
+                let (listener, addr) = reserve_port()?;
+                held.push(Some(listener));
+                addr
             } else {
+                held.push(None);
                 self.addr(slot, 0)
             };
-            let peer = [("aggregator", aggregator.ingress.as_str(), AGGREGATOR_ID)];
-            let sidecar = self
-                .start_sidecar(
-                    &dir,
-                    &format!("node-{k}-sidecar"),
-                    SidecarPlan {
-                        node_id: k,
-                        slot,
-                        upstream: app_addr.clone(),
-                        authority_url: &authority_url,
-                        token: &token,
-                        extra_ingress: "signed_prefixes = [\"/fl/\"]\n",
-                        policy_set: "node.toml",
-                        peers: &peer,
-                    },
-                    shutdown,
-                )
-                .await?;
+            launched.push(self.launch_sidecar(
+                &dir,
+                &format!("node-{k}-sidecar"),
+                SidecarPlan {
+                    node_id: k,
+                    slot,
+                    upstream: app_addr,
+                    authority_url: &authority_url,
+                    token: &token,
+                    extra_ingress: "signed_prefixes = [\"/fl/\"]\n",
+                    policy_set: "node.toml",
+                    peers: &peer,
+                },
+            )?);
+        }
+        let mut nodes = Vec::new();
+        for (done, one) in (1..=n).zip(launched) {
+            nodes.push(self.sidecar_serving(one, shutdown).await?);
+            if done % 10 == 0 || done == n {
+                println!("  {done}/{n} sidecars enrolled and serving");
+            }
+        }
+        let mut apps = Vec::new();
+        for (node, reservation) in nodes.iter().zip(held) {
+            drop(reservation);
+            let k = node.node_id;
             let mut cmd = python_command(&python, &self.args.apps.join("node_agent.py"));
-            cmd.env("LISTEN", &app_addr)
-                .env("HTTP_PROXY", format!("http://{}", sidecar.egress))
+            cmd.env("LISTEN", &node.app)
+                .env("HTTP_PROXY", format!("http://{}", node.egress))
                 .env("NODE_SEED", k.to_string())
                 .env(
                     "ROUND_INTERVAL",
                     format!("{}", self.args.round_interval.as_secs_f64()),
                 );
-            self.spawn(&format!("node-{k}"), cmd, &[""], shutdown)
-                .await?;
-            nodes.push(NodeAddrs {
-                app: app_addr,
-                ..sidecar
-            });
-            if k % 10 == 0 || k == self.args.nodes {
-                println!("  {k}/{} nodes enrolled and serving", self.args.nodes);
+            apps.push(self.launch(&format!("node-{k}"), cmd)?);
+        }
+        for (done, app) in (1..=n).zip(apps) {
+            self.wait_serving(app, &[""], shutdown).await?;
+            if done % 10 == 0 || done == n {
+                println!("  {done}/{n} node apps serving");
             }
         }
 
@@ -309,6 +324,14 @@ impl Testnet {
         tokio::select! {
             () = shutdown.cancelled() => Ok(()),
             Some(name) = self.exited_rx.recv() => {
+                // Ctrl-C in a terminal signals the whole process group: a child may stop
+                // a moment before this process sees the signal. That is an orderly stop.
+                if tokio::time::timeout(Duration::from_millis(500), shutdown.cancelled())
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
                 let log = self.procs.iter().find(|p| p.name == name).map(|p| p.log.clone());
                 Err(Error::Service(format!(
                     "{name} exited; the testnet is stopping. Its log: {}",
@@ -366,13 +389,13 @@ impl Testnet {
         cmd
     }
 
-    async fn start_sidecar(
+    /// Writes a sidecar's config and starts it without waiting.
+    fn launch_sidecar(
         &mut self,
         dir: &Path,
         name: &str,
         plan: SidecarPlan<'_>,
-        shutdown: &CancellationToken,
-    ) -> Result<NodeAddrs> {
+    ) -> Result<(Pending, u32, String)> {
         let folder = dir.join(name);
         std::fs::create_dir_all(&folder).map_err(|source| Error::CannotCreate {
             path: folder.clone(),
@@ -428,17 +451,37 @@ plugin_dir = "{plugins}"
         })?;
         let mut cmd = self.own_binary();
         cmd.arg("run").arg("--config").arg(&file);
+        Ok((self.launch(name, cmd)?, plan.node_id, plan.upstream))
+    }
+
+    /// Waits for a launched sidecar's three listeners.
+    async fn sidecar_serving(
+        &self,
+        (pending, node_id, app): (Pending, u32, String),
+        shutdown: &CancellationToken,
+    ) -> Result<NodeAddrs> {
         let mut addrs = self
-            .spawn(name, cmd, &["ingress", "egress", "admin"], shutdown)
+            .wait_serving(pending, &["ingress", "egress", "admin"], shutdown)
             .await?;
         let mut take = |k: &str| addrs.remove(k).unwrap_or_default();
         Ok(NodeAddrs {
-            node_id: plan.node_id,
-            app: plan.upstream,
+            node_id,
+            app,
             ingress: take("ingress"),
             egress: take("egress"),
             admin: take("admin"),
         })
+    }
+
+    async fn start_sidecar(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        plan: SidecarPlan<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<NodeAddrs> {
+        let launched = self.launch_sidecar(dir, name, plan)?;
+        self.sidecar_serving(launched, shutdown).await
     }
 
     async fn issue_admin_certificate(&mut self, dir: &Path, state: &Path) -> Result<AdminCert> {
@@ -475,10 +518,17 @@ plugin_dir = "{plugins}"
     async fn spawn(
         &mut self,
         name: &str,
-        mut cmd: Command,
+        cmd: Command,
         wait_for: &[&str],
         shutdown: &CancellationToken,
     ) -> Result<HashMap<String, String>> {
+        let pending = self.launch(name, cmd)?;
+        self.wait_serving(pending, wait_for, shutdown).await
+    }
+
+    /// Spawns `cmd` as `name` without waiting; its `listening on` lines arrive on the
+    /// returned handle.
+    fn launch(&mut self, name: &str, mut cmd: Command) -> Result<Pending> {
         let log = self.args.dir.join("logs").join(format!("{name}.log"));
         let err = std::fs::File::create(&log).map_err(|source| Error::CannotCreate {
             path: log.clone(),
@@ -499,7 +549,7 @@ plugin_dir = "{plugins}"
             child,
             log: log.clone(),
         });
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String)>();
+        let (tx, rx) = mpsc::unbounded_channel::<(String, String)>();
         let exited = self.exited_tx.clone();
         let who = name.to_owned();
         tokio::spawn(async move {
@@ -511,16 +561,31 @@ plugin_dir = "{plugins}"
             }
             let _ = exited.send(who);
         });
+        Ok(Pending {
+            name: name.to_owned(),
+            rx,
+            log,
+        })
+    }
+
+    /// Waits until `pending` printed a `listening on` line for every name in `wait_for`.
+    async fn wait_serving(
+        &self,
+        mut pending: Pending,
+        wait_for: &[&str],
+        shutdown: &CancellationToken,
+    ) -> Result<HashMap<String, String>> {
+        let (name, log) = (&pending.name, &pending.log);
         let mut addrs = HashMap::new();
         let deadline = tokio::time::sleep(self.args.ready_timeout);
         tokio::pin!(deadline);
         while !wait_for.iter().all(|w| addrs.contains_key(*w)) {
             tokio::select! {
-                got = rx.recv() => match got {
+                got = pending.rx.recv() => match got {
                     Some((what, addr)) => { addrs.insert(what, addr); }
                     None => return Err(Error::Service(format!(
                         "{name} stopped before serving; the end of {}:\n{}",
-                        log.display(), tail(&log)
+                        log.display(), tail(log)
                     ))),
                 },
                 () = &mut deadline => return Err(Error::Service(format!(
@@ -603,6 +668,13 @@ plugin_dir = "{plugins}"
         }
         Ok(())
     }
+}
+
+/// A child that was started and has not yet said where it listens.
+struct Pending {
+    name: String,
+    rx: mpsc::UnboundedReceiver<(String, String)>,
+    log: PathBuf,
 }
 
 /// What differs between the sidecars the testnet starts.
@@ -697,15 +769,15 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// An ephemeral loopback port, free when this returns (for an app whose sidecar must know
-/// its address before it starts).
-fn reserve_port() -> Result<String> {
+/// An ephemeral loopback port for an app whose sidecar must know its address before the
+/// app starts: the listener holds it until dropped.
+fn reserve_port() -> Result<(std::net::TcpListener, String)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::Service(format!("cannot bind an ephemeral port: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Service(format!("cannot read an ephemeral port: {e}")))?;
-    Ok(addr.to_string())
+    Ok((listener, addr.to_string()))
 }
 
 fn random_token() -> Result<String> {
