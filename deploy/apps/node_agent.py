@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 app = Flask(__name__)
 AGGREGATOR = os.environ.get("AGGREGATOR_URL", "http://aggregator").rstrip("/")
-SEED = int(os.environ.get("NODE_SEED", "1"))
+SEED = os.environ.get("NODE_SEED", "1")  # any string: a number, a pod uid
 SAMPLES = int(os.environ.get("SAMPLES", "50"))
 INTERVAL = float(os.environ.get("ROUND_INTERVAL", "1"))
 

@@ -232,6 +232,11 @@ pub struct RunArgs {
     /// The sidecar's TOML config file.
     #[arg(long, env = "TRUST_PROXY_CONFIG")]
     pub config: PathBuf,
+    /// Only load and validate the config (every field, with environment overrides), print
+    /// a summary and exit: 0 if it would start, 64 naming the field if not. No network, no
+    /// files written. (`trust-proxy policy check` checks the policy set itself.)
+    #[arg(long)]
+    pub check: bool,
     /// How long to keep retrying an unreachable authority at start-up before giving up (exit 69).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub startup_timeout: Duration,

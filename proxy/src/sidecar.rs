@@ -31,6 +31,24 @@ use policy_host::seen::SeenStore;
 /// `trust-proxy run`.
 pub fn run(args: RunArgs) -> Result<()> {
     let config = SidecarConfig::load(&args.config, std::env::vars())?;
+    if args.check {
+        println!(
+            "{}: valid (node {}, authority {}, ingress {} -> {}, policy {})",
+            args.config.display(),
+            config.node_id.map_or_else(
+                || "assigned by the authority".to_owned(),
+                |id| id.to_string()
+            ),
+            config.authority.url,
+            config.ingress.listen,
+            config.ingress.upstream,
+            config
+                .policy
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |p| p.set.display().to_string()),
+        );
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

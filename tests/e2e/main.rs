@@ -11,6 +11,7 @@ mod cli_exit_codes;
 mod compose;
 mod crl_follow;
 mod ingress;
+mod k8s;
 mod monitoring;
 mod openssl_interop;
 mod policy_cli;
