@@ -197,7 +197,16 @@ async fn handle(
         } else {
             tracing::info!(%peer, %method, %path, reason = %e, blame = e.blame(), "request refused");
         }
-        json(e.status(), &serde_json::json!({ "error": e.public_reason() }))
+        let mut answer = json(e.status(), &serde_json::json!({ "error": e.public_reason() }));
+        if matches!(e, Error::TooLarge(_)) {
+            // The rest of the body was not read, so this connection cannot carry another
+            // request: say so, or a client reuses it and its next request fails.
+            answer.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        answer
     });
     app.metrics()
         .observe_request(route, response.status().as_u16(), started);

@@ -116,6 +116,12 @@ async fn bad_enrollments_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // The unread rest of the body makes the connection unusable: the answer says so, and
+    // the next request (below) gets a fresh connection instead of a broken one.
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
 
     for (path, want) in [
         ("/trust/verify/99", 404),
