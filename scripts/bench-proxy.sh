@@ -3,7 +3,8 @@
 # TLS with the same CA and CRL in front of the same fast static upstream (a separate
 # one-worker nginx answering `200 ok`), driven by tools/loadgen with real client
 # certificates. Reports req/s and p50/p99/p99.9 per mode and concurrency, handshakes/s, and
-# the sidecar's and nginx's RSS idle and after load.
+# the sidecar's and nginx's RSS idle and after load, and each proxy's own CPU time per
+# request (user + system, all threads and workers).
 #
 #   scripts/bench-proxy.sh            # ~3 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
@@ -131,7 +132,8 @@ set = "$WORK/bench-policy.toml"
 plugin_dir = "$PWD/target/plugins/wasm32-wasip2/release"
 EOF
 "$BIN/trust-proxy" --log warn run --config "$WORK/sidecar-policy.toml" > "$WORK/sidecar-policy.out" 2> "$WORK/sidecar-policy.log" &
-PIDS+=($!)
+SIDECAR_POLICY_PID=$!
+PIDS+=($SIDECAR_POLICY_PID)
 SIDECAR_POLICY=$(wait_line "$WORK/sidecar-policy.out" "ingress ")
 ADMIN_POLICY=$(wait_line "$WORK/sidecar-policy.out" "admin ")
 until curl -sf "http://$ADMIN_POLICY/readyz" >/dev/null; do sleep 0.1; done
@@ -175,36 +177,57 @@ until curl -s -o /dev/null --cacert "$CA" --cert "$WORK/pki/node-7-cert.pem" --k
 SIDECAR_IDLE=$(rss_kib $SIDECAR_PID)
 NGINX_IDLE=$(tree_rss_kib $NGINX_PID)
 
-load() { # label target mode concurrency [extra...]
-  local label=$1 target=$2 mode=$3 conc=$4; shift 4
-  "$BIN/loadgen" --target "$target" --host localhost --ca "$CA" \
+# CPU time (clock ticks, user + system, all threads) of a process and its children.
+cpu_ticks() {
+  local total=0
+  for pid in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo $total
+}
+TICK_HZ=$(getconf CLK_TCK)
+# The proxy's own CPU per request is the fair comparison on a box the load generator and
+# the upstream share: req/s there also measures who won the cores.
+load() { # label target pid-of-the-proxy mode concurrency [extra...]
+  local label=$1 target=$2 pid=$3 mode=$4 conc=$5; shift 5
+  local before result
+  before=$(cpu_ticks "$pid")
+  result=$("$BIN/loadgen" --target "$target" --host localhost --ca "$CA" \
     --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
     --mode "$mode" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP" \
-    --label "$label" "$@" | tee -a "$OUT/results.jsonl" >&2
+    --label "$label" "$@")
+  # The warm-up's requests are not counted by loadgen; assume the same rate for them.
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); ticks, hz, warm = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+total = r["requests"] * (r["duration_s"] + warm) / r["duration_s"]
+r["cpu_us_per_req"] = round(ticks / hz * 1e6 / max(total, 1), 1)
+print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before )) "$TICK_HZ" "${WARMUP%s}" \
+    | tee -a "$OUT/results.jsonl" >&2
 }
 
 for round in $(seq 1 "$REPEAT"); do
   step "round $round/$REPEAT: keep-alive, no signature"
   for c in 1 16 64; do
-    load sidecar "$SIDECAR" keepalive $c --path /plain
-    load nginx "127.0.0.1:$NGINX_PORT" keepalive $c --path /plain
+    load sidecar "$SIDECAR" $SIDECAR_PID keepalive $c --path /plain
+    load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID keepalive $c --path /plain
   done
   step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
   for c in 16 64; do
-    load sidecar-signed "$SIDECAR" keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
-    load sidecar-signed+2-plugins "$SIDECAR_POLICY" keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+    load sidecar-signed "$SIDECAR" $SIDECAR_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+    load sidecar-signed+2-plugins "$SIDECAR_POLICY" $SIDECAR_POLICY_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
   done
   step "round $round/$REPEAT: a new connection and full handshake per request"
-  load sidecar "$SIDECAR" new-connection 16 --path /plain
-  load nginx "127.0.0.1:$NGINX_PORT" new-connection 16 --path /plain
+  load sidecar "$SIDECAR" $SIDECAR_PID new-connection 16 --path /plain
+  load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID new-connection 16 --path /plain
 done
 
 SIDECAR_LOADED=$(awk '/^VmHWM/ {print $2}' "/proc/$SIDECAR_PID/status")
 NGINX_LOADED=$(tree_rss_kib $NGINX_PID)
 
 {
-  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | errors+non-2xx |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | proxy CPU us/req | errors+non-2xx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   python3 - "$OUT/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = {}
@@ -215,7 +238,7 @@ for (label, mode, signed, conc), runs in rows.items():
     med = lambda k: statistics.median(x[k] for x in runs)
     rps = [x['rps'] for x in runs]
     bad = sum(x['errors'] + x['non_2xx'] for x in runs)
-    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {bad} |")
+    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('cpu_us_per_req'):.1f} | {bad} |")
 PY
   echo
   echo "| process | idle RSS | RSS after load |"
