@@ -13,6 +13,8 @@
 # Environment: TPM_AUTHORITY_URL (enrollment listener, default http://tpm-ca-service:7002),
 # TPM_AUTHORITY_PEER (the authority's sidecar, default tpm-ca-service:8443),
 # TPM_AGGREGATOR_PEER (default backend-secure:8443), TRUST_BOOTSTRAP_TOKEN_FILE,
+# TPM_TRUST_ANCHOR (where the authority publishes its root and the others pin it from,
+# default /var/lib/trust-anchor/ca-cert.pem; without that folder: trust on first use),
 # TPM_ALLOW_DNS / TPM_ALLOW_IP (what the CA grants; localhost, 127.0.0.0/8), ROUND_QUORUM, ROUND_TIMEOUT,
 # ROUND_INTERVAL, and every TRUST_PROXY_<SECTION>_<FIELD> override of the sidecar.
 set -euo pipefail
@@ -23,6 +25,30 @@ authority_peer="${TPM_AUTHORITY_PEER:-tpm-ca-service:8443}"
 aggregator_peer="${TPM_AGGREGATOR_PEER:-backend-secure:8443}"
 token_file="${TRUST_BOOTSTRAP_TOKEN_FILE:-/run/secrets/bootstrap-token}"
 export TRUST_BOOTSTRAP_TOKEN_FILE="$token_file"
+
+anchor="${TPM_TRUST_ANCHOR:-/var/lib/trust-anchor/ca-cert.pem}"
+
+# SHA-256 of a PEM certificate's DER, hex: the form authority.ca_fingerprint takes.
+fingerprint() {
+  python3 -c 'import base64, hashlib, sys
+pem = open(sys.argv[1]).read()
+der = base64.b64decode("".join(l for l in pem.splitlines() if l and not l.startswith("-----")))
+print(hashlib.sha256(der).hexdigest())' "$1"
+}
+
+# Pin the root published in the shared trust-anchor folder, when one is mounted.
+pin_published_root() {
+  [ -d "$(dirname "$anchor")" ] || return 0
+  local waited=0
+  until [ -s "$anchor" ]; do
+    [ "$waited" -ge 180 ] && { echo "no root certificate at $anchor after 180 s" >&2; exit 69; }
+    sleep 1
+    waited=$((waited + 1))
+  done
+  TRUST_PROXY_AUTHORITY_CA_FINGERPRINT="$(fingerprint "$anchor")"
+  export TRUST_PROXY_AUTHORITY_CA_FINGERPRINT
+  printf '{"entrypoint":"pinning the root published at %s: %s"}\n' "$anchor" "$TRUST_PROXY_AUTHORITY_CA_FINGERPRINT" >&2
+}
 
 pids=()
 stop() {
@@ -80,6 +106,13 @@ case "$role" in
       --bootstrap-token-file "$token_file" \
       --allow-dns "${TPM_ALLOW_DNS:-localhost}" --allow-ip "${TPM_ALLOW_IP:-127.0.0.0/8}"
     trust-proxy probe --wait 60s http://127.0.0.1:7000/healthz
+    root="$state/authority/ca-cert.pem"
+    TRUST_PROXY_AUTHORITY_CA_FINGERPRINT="$(fingerprint "$root")"
+    export TRUST_PROXY_AUTHORITY_CA_FINGERPRINT
+    if [ -d "$(dirname "$anchor")" ] && [ -w "$(dirname "$anchor")" ]; then
+      cp "$root" "$anchor.tmp" && mv -f "$anchor.tmp" "$anchor"
+      printf '{"entrypoint":"published the root at %s"}\n' "$anchor" >&2
+    fi
     SIDECAR_AUTHORITY_URL=http://127.0.0.1:7000
     sidecar_config 1001 127.0.0.1:7000 \
       'anonymous_prefixes = ["/trust/status", "/trust/ca-certificate"]
@@ -87,6 +120,7 @@ local_authorities = ["authority", "tpm-ca-service"]' authority.toml ""
     ;;
   aggregator)
     bootstrap.sh "$authority_url" "$state/node"
+    pin_published_root
     SIDECAR_AUTHORITY_URL="$authority_url"
     sidecar_config 1000 127.0.0.1:5000 \
       'signed_prefixes = ["/fl/"]
@@ -98,6 +132,7 @@ node_id = 1001"
     ;;
   agent)
     bootstrap.sh "$authority_url" "$state/node"
+    pin_published_root
     SIDECAR_AUTHORITY_URL="$authority_url"
     sidecar_config "" 127.0.0.1:5000 'signed_prefixes = ["/fl/"]' node.toml \
       "[[egress.peers]]

@@ -191,6 +191,18 @@ async fn compose_scales_five_agents_revokes_one_survives_the_authority_and_clean
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Every node pinned the root the authority published, instead of trusting the first
+    // CA certificate the network handed it.
+    let logs = project.ok(&["logs", "--no-color", "backend-secure", "node-agent-secure"]);
+    assert_eq!(
+        logs.matches("pinning the root published at").count(),
+        6,
+        "the aggregator and five agents pin the root:\n{logs}"
+    );
+    assert!(
+        !logs.contains("on first use"),
+        "a node trusted the CA on first use:\n{logs}"
+    );
     let rounds = rounds_until(
         &backend,
         Duration::from_secs(60),
