@@ -365,7 +365,7 @@ impl SidecarConfig {
         {
             return bad(
                 "authority.ca_fingerprint",
-                "64 hex digits (SHA-256 of the CA certificate's DER), colons allowed",
+                "the SHA-256 of the CA certificate's DER: 64 hex digits (colons allowed) or the base64url form `trust-proxy cert inspect` prints",
             );
         }
         if self.authority.crl_wait.is_zero() || self.authority.crl_wait > Duration::from_secs(300) {
@@ -489,10 +489,15 @@ impl SidecarConfig {
     }
 }
 
-/// A fingerprint setting as 32 bytes.
+/// A fingerprint setting as 32 bytes: hex (colons allowed, as `sha256sum` or openssl print
+/// it) or the base64url form `trust-proxy cert inspect` prints.
 pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if let Some(fp) = trust_core::Fingerprint::from_base64url(text) {
+        return Some(fp.0);
+    }
     let hex_digits: String = text.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(hex_digits.trim()).ok()?;
+    let bytes = hex::decode(hex_digits).ok()?;
     bytes.try_into().ok()
 }
 
@@ -666,5 +671,20 @@ upstream = "127.0.0.1:5000"
         let colons = vec!["AB"; 32].join(":");
         assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
         assert_eq!(parse_fingerprint("ab"), None);
+    }
+
+    #[test]
+    fn fingerprints_also_take_what_cert_inspect_prints() {
+        let der = b"any certificate bytes";
+        let fp = trust_core::Fingerprint::of_der(der);
+        assert_eq!(parse_fingerprint(&fp.to_string()), Some(fp.0));
+        assert_eq!(parse_fingerprint(&hex::encode(fp.0)), Some(fp.0));
+        // One character short, or not base64url: refused, never half-read.
+        let text = fp.to_string();
+        assert_eq!(parse_fingerprint(&text[1..]), None);
+        assert_eq!(
+            parse_fingerprint(&text.replace(|c: char| c.is_ascii_alphanumeric(), "*")),
+            None
+        );
     }
 }

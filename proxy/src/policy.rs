@@ -103,33 +103,7 @@ impl WasmPolicy {
 
 impl Admission for WasmPolicy {
     fn decide(&self, request: &AdmissionRequest<'_>) -> Decision {
-        let wasm_request = policy_host::Request {
-            method: request.method.to_owned(),
-            path: request.path.to_owned(),
-            query: request.query.map(str::to_owned),
-            headers: request
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    v.to_str()
-                        .ok()
-                        .map(|v| (k.as_str().to_owned(), v.to_owned()))
-                })
-                .collect(),
-            peer: request.peer.map(|p| policy_host::Peer {
-                spiffe_id: p.spiffe_id.clone(),
-                id: p.id_string(),
-                roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-                serial: p.serial.to_string(),
-                not_after: p.not_after.as_secs(),
-            }),
-            signature: request.signature.map(|s| policy_host::SignatureFacts {
-                node: s.node.to_owned(),
-                timestamp: s.timestamp,
-                nonce: s.nonce.to_owned(),
-            }),
-            received_at_ms: request.received_at.as_secs() * 1000,
-        };
+        let wasm_request = wasm_request(request);
         let verdict = self.host.evaluate(&wasm_request);
         if let Some((shadow, metrics)) = &self.shadow {
             let candidate = shadow.evaluate(&wasm_request);
@@ -163,6 +137,41 @@ impl Admission for WasmPolicy {
     }
 }
 
+/// The request record the plugins see (see `wit/policy.wit`).
+fn wasm_request(request: &AdmissionRequest<'_>) -> policy_host::Request {
+    policy_host::Request {
+        method: request.method.to_owned(),
+        path: request.path.to_owned(),
+        query: request.query.map(str::to_owned),
+        // The five signature headers are left out: they are verified already and their
+        // facts are in `signature`; copying and lowering them (the signature alone is
+        // 344 bytes) into every plugin's memory was a large share of the chain's cost.
+        headers: request
+            .headers
+            .iter()
+            .filter(|(k, _)| !trust_core::signature::header::ALL.contains(&k.as_str()))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
+            .collect(),
+        peer: request.peer.map(|p| policy_host::Peer {
+            spiffe_id: p.spiffe_id.clone(),
+            id: p.id_string(),
+            roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            serial: p.serial.to_string(),
+            not_after: p.not_after.as_secs(),
+        }),
+        signature: request.signature.map(|s| policy_host::SignatureFacts {
+            node: s.node.to_owned(),
+            timestamp: s.timestamp,
+            nonce: s.nonce.to_owned(),
+        }),
+        received_at_ms: request.received_at.as_secs() * 1000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -185,6 +194,34 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn plugins_see_the_headers_but_not_the_signature_headers() {
+        let mut headers = HeaderMap::new();
+        for name in trust_core::signature::header::ALL {
+            headers.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static("v"),
+            );
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let request = wasm_request(&AdmissionRequest {
+            method: "POST",
+            path: "/fl/update",
+            query: None,
+            headers: &headers,
+            peer: None,
+            signature: None,
+            received_at: UnixTime::since_unix_epoch(std::time::Duration::ZERO),
+        });
+        assert_eq!(
+            request.headers,
+            vec![("content-type".to_owned(), "application/json".to_owned())]
+        );
     }
 
     #[test]
