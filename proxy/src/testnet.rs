@@ -104,6 +104,8 @@ struct Testnet {
     /// Sends the name of a child whose stdout closed (it exited).
     exited_tx: mpsc::UnboundedSender<String>,
     exited_rx: mpsc::UnboundedReceiver<String>,
+    /// SHA-256 (hex) of the root, pinned in every sidecar's config.
+    ca_pin: String,
 }
 
 /// Where one node's parts listen.
@@ -122,6 +124,7 @@ impl Testnet {
         Self {
             args,
             procs: Vec::new(),
+            ca_pin: String::new(),
             exited_tx,
             exited_rx,
         }
@@ -161,6 +164,9 @@ impl Testnet {
             .remove("")
             .unwrap_or_default();
         let authority_url = format!("http://{api}");
+        // The testnet made the root, so every sidecar can pin it rather than trust the
+        // first CA certificate it is handed.
+        self.ca_pin = root_fingerprint(&authority_state.join("ca-cert.pem"))?;
         let front = self
             .start_sidecar(
                 &dir,
@@ -411,6 +417,7 @@ shutdown_grace = "5s"
 [authority]
 url = "{url}"
 bootstrap_token_file = "{token}"
+ca_fingerprint = "{pin}"
 
 [ingress]
 listen = "{ingress}"
@@ -430,6 +437,7 @@ plugin_dir = "{plugins}"
             id = plan.node_id,
             url = plan.authority_url,
             token = plan.token.display(),
+            pin = self.ca_pin,
             ingress = self.addr(plan.slot, 1),
             upstream = plan.upstream,
             extra = plan.extra_ingress,
@@ -739,6 +747,18 @@ Ctrl-C stops everything.",
         port_of(door),
         aggregator.app,
     );
+}
+
+/// SHA-256 of a PEM certificate's DER, hex (the form `authority.ca_fingerprint` takes).
+fn root_fingerprint(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(Error::no_input(path))?;
+    let der = pem::parse(text).map_err(|e| Error::BadInput {
+        path: path.to_owned(),
+        detail: format!("not a PEM certificate: {e}"),
+    })?;
+    Ok(hex::encode(
+        trust_core::Fingerprint::of_der(der.contents()).0,
+    ))
 }
 
 fn port_of(addr: &str) -> &str {

@@ -307,6 +307,17 @@ async fn the_testnet_verifies_every_node_trains_and_stops_everything_it_started(
         .collect();
     assert_eq!(pids.len(), 14, "authority + 13 sidecars and apps");
     assert!(pids.iter().all(|p| pid_alive(*p)));
+    // Every sidecar pinned the root the testnet made; none trusted it on first use.
+    let logs = net.tmp.path().join("net/logs");
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains("on first use"),
+            "{}:\n{text}",
+            path.display()
+        );
+    }
     let status = net.stop();
     assert_eq!(status.code(), Some(0));
     let alive: Vec<&u64> = pids.iter().filter(|p| pid_alive(**p)).collect();
