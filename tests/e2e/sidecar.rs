@@ -1231,3 +1231,45 @@ async fn egress_refuses_a_peer_whose_certificate_names_another_node_than_the_url
             >= 2.0
     );
 }
+
+#[test]
+fn a_pinned_root_is_checked_before_enrolment_and_a_wrong_pin_is_refused() {
+    let net = Net::start(&[]);
+    let root = std::fs::read_to_string(net.tmp.path().join("authority/ca-cert.pem")).unwrap();
+    let der = pem::parse(root).unwrap().into_contents();
+    let pin = trust_core::Fingerprint::of_der(&der);
+    // The right root, pinned in the base64url form `cert inspect` prints: it serves.
+    let good = net.sidecar_with_env(
+        1,
+        "127.0.0.1:9",
+        &[],
+        "",
+        &[("TRUST_PROXY_AUTHORITY_CA_FINGERPRINT", &pin.to_string())],
+    );
+    assert!(
+        !good.log_text().contains("on first use"),
+        "{}",
+        good.log_text()
+    );
+    // Another root's fingerprint (a valid hex pin): refused before any key is enrolled.
+    let config = std::fs::read_to_string(net.tmp.path().join("node-1/sidecar.toml"))
+        .unwrap()
+        .replace("node-1/state", "node-2/state")
+        .replace("node_id = 1", "node_id = 2");
+    assert!(config.contains("node-2/state") && config.contains("node_id = 2"));
+    let file = net.tmp.path().join("node-2.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = trust_proxy()
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("TRUST_PROXY_AUTHORITY_CA_FINGERPRINT", "ab".repeat(32))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("not the pinned"), "{stderr}");
+    assert!(
+        !net.tmp.path().join("node-2/state/node-cert.pem").exists(),
+        "a node that refused the root must not have enrolled"
+    );
+}
