@@ -53,7 +53,7 @@ pub use signature::{
     MessageSigner, ReceivedHeaders, RequestParts, SignatureHeaders, SignatureWindow,
     VerifiedSignature,
 };
-pub use verify::{CertificateVerifier, Usage, VerifySettings};
+pub use verify::{CertificateVerifier, Usage, VerifySettings, verify_path};
 
 /// `UnixTime` from whole seconds (a convenience for callers and tests).
 pub fn unix_time(secs: u64) -> UnixTime {

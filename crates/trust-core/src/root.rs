@@ -55,6 +55,7 @@ impl RootCertificate {
                 reason: "keyUsage must include keyCertSign and cRLSign",
             });
         }
+        check_root_key(&cert)?;
         let trust_domain = trust_domain_of(&cert)?;
         let not_after = unix_time(cert.validity().not_after.timestamp());
         let subject_raw = cert.tbs_certificate.subject.as_raw().to_vec();
@@ -115,6 +116,32 @@ impl RootCertificate {
         })?;
         Ok(f(&cert))
     }
+}
+
+/// The chain stage verifies RSA PKCS#1 signatures of 2048 to 8192 bits only, so a root with
+/// any other key could never vouch for a node: refuse it when it is loaded, with a reason,
+/// rather than at every handshake as an unknown issuer.
+fn check_root_key(cert: &X509Certificate<'_>) -> Result<()> {
+    use x509_parser::public_key::PublicKey;
+    let spki = &cert.tbs_certificate.subject_pki;
+    let bits = match spki.parsed() {
+        Ok(PublicKey::RSA(rsa))
+            if spki.algorithm.algorithm == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION =>
+        {
+            rsa.key_size()
+        }
+        _ => {
+            return Err(Error::NotACa {
+                reason: "the root key is not RSA; this network's roots are RSA (trust-proxy ca init makes RSA-4096)",
+            });
+        }
+    };
+    if !(crate::csr::MIN_RSA_BITS..=crate::csr::MAX_RSA_BITS).contains(&bits) {
+        return Err(Error::NotACa {
+            reason: "the root's RSA key is outside 2048-8192 bits",
+        });
+    }
+    Ok(())
 }
 
 fn trust_domain_of(cert: &X509Certificate<'_>) -> Result<TrustDomain> {

@@ -114,40 +114,13 @@ impl CertificateVerifier {
 
     /// Chain, signature, validity (with skew), basic constraints and EKU, by webpki.
     fn verify_chain(&self, der: &[u8], now: UnixTime) -> Result<(), Reject> {
-        let cert_der = CertificateDer::from(der);
-        let cert = EndEntityCert::try_from(&cert_der).map_err(|_| Reject::Malformed)?;
-        let run = |time: UnixTime| {
-            let usage = match self.settings.usage {
-                Usage::ClientAuth => KeyUsage::client_auth(),
-                Usage::ServerAuth => KeyUsage::server_auth(),
-            };
-            cert.verify_for_usage(
-                CHAIN_ALGORITHMS,
-                std::slice::from_ref(self.root.anchor()),
-                &[],
-                time,
-                usage,
-                None,
-                None,
-            )
-            .map(|_| ())
-        };
-        let skew = self.settings.clock_skew.as_secs();
-        match run(now) {
-            Ok(()) => Ok(()),
-            // Within the skew, judge the rest of the chain at the edge of the window.
-            Err(webpki::Error::CertExpired { not_after, .. })
-                if now.as_secs().saturating_sub(not_after.as_secs()) <= skew =>
-            {
-                run(not_after).map_err(map_webpki)
-            }
-            Err(webpki::Error::CertNotValidYet { not_before, .. })
-                if not_before.as_secs().saturating_sub(now.as_secs()) <= skew =>
-            {
-                run(not_before).map_err(map_webpki)
-            }
-            Err(e) => Err(map_webpki(e)),
-        }
+        verify_path(
+            std::slice::from_ref(self.root.anchor()),
+            &[],
+            der,
+            now,
+            &self.settings,
+        )
     }
 
     /// What webpki does not check, and the identity itself.
@@ -217,6 +190,57 @@ impl CertificateVerifier {
             not_after: unix_time(cert.validity().not_after.timestamp()),
             public_key,
         })
+    }
+}
+
+/// The chain stage on its own: path validation from `leaf` to one of `anchors` through
+/// `intermediates`, with this crate's signature algorithms (RSA PKCS#1 only), validity with
+/// the configured skew, basic constraints and the EKU for `settings.usage`.
+///
+/// [`CertificateVerifier`] calls it with the network's one root and no intermediates (the
+/// network's PKI has one level). It is public so that conformance suites (x509-limbo, in
+/// `tests/core/limbo.rs`) can run their own anchors and intermediates through exactly the
+/// path validation the verifier uses; it checks no revocation, key size or identity.
+pub fn verify_path(
+    anchors: &[rustls_pki_types::TrustAnchor<'_>],
+    intermediates: &[CertificateDer<'_>],
+    leaf: &[u8],
+    now: UnixTime,
+    settings: &VerifySettings,
+) -> Result<(), Reject> {
+    let cert_der = CertificateDer::from(leaf);
+    let cert = EndEntityCert::try_from(&cert_der).map_err(|_| Reject::Malformed)?;
+    let run = |time: UnixTime| {
+        let usage = match settings.usage {
+            Usage::ClientAuth => KeyUsage::client_auth(),
+            Usage::ServerAuth => KeyUsage::server_auth(),
+        };
+        cert.verify_for_usage(
+            CHAIN_ALGORITHMS,
+            anchors,
+            intermediates,
+            time,
+            usage,
+            None,
+            None,
+        )
+        .map(|_| ())
+    };
+    let skew = settings.clock_skew.as_secs();
+    match run(now) {
+        Ok(()) => Ok(()),
+        // Within the skew, judge the rest of the chain at the edge of the window.
+        Err(webpki::Error::CertExpired { not_after, .. })
+            if now.as_secs().saturating_sub(not_after.as_secs()) <= skew =>
+        {
+            run(not_after).map_err(map_webpki)
+        }
+        Err(webpki::Error::CertNotValidYet { not_before, .. })
+            if not_before.as_secs().saturating_sub(now.as_secs()) <= skew =>
+        {
+            run(not_before).map_err(map_webpki)
+        }
+        Err(e) => Err(map_webpki(e)),
     }
 }
 

@@ -172,6 +172,25 @@ fn a_non_rsa_key_is_refused() {
 }
 
 #[test]
+fn a_root_with_a_non_rsa_key_is_refused_when_loaded() {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://sovereign.local".try_into().unwrap(),
+    )];
+    let root = params.self_signed(&key).unwrap();
+    match trust_core::RootCertificate::from_pem(&root.pem()) {
+        Err(Error::NotACa { reason }) => assert!(reason.contains("not RSA"), "{reason}"),
+        other => panic!("an EC root must be refused, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_certificate_without_identity_is_refused() {
     let node = PKI.leaf(Subject::Node("10".parse().unwrap()), spoil::no_uri);
     assert!(matches!(

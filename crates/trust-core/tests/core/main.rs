@@ -9,6 +9,7 @@ use trust_core::testing::TestPki;
 
 mod certificates;
 mod csr_requests;
+mod limbo;
 mod properties;
 mod revocation;
 mod signatures;
