@@ -69,8 +69,20 @@ impl Error {
         move |source| Self::Io { path, source }
     }
 
+    /// Whether the state disk is full (the write failed, nothing was acknowledged).
+    pub fn is_disk_full(&self) -> bool {
+        let source = match self {
+            Self::Io { source, .. } | Self::Store(trust_store::Error::Io { source, .. }) => source,
+            _ => return false,
+        };
+        source.kind() == std::io::ErrorKind::StorageFull
+    }
+
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
+        if self.is_disk_full() {
+            return StatusCode::INSUFFICIENT_STORAGE;
+        }
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Core(
@@ -88,7 +100,11 @@ impl Error {
 
     /// What the caller is told: the reason for a client error, nothing internal otherwise.
     pub fn public_reason(&self) -> String {
-        if self.status().is_server_error() {
+        if self.is_disk_full() {
+            "the authority's state disk is full; nothing was recorded, retry once an operator \
+             has freed space"
+                .to_owned()
+        } else if self.status().is_server_error() {
             "internal error; the authority's log has the details".to_owned()
         } else {
             self.to_string()

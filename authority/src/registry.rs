@@ -47,9 +47,13 @@ pub struct NodeRecord {
 pub struct Registry {
     path: PathBuf,
     file: File,
+    /// Bytes of whole records in the file: where the next record starts.
+    len: u64,
     nodes: HashMap<u32, NodeRecord>,
     enrolled_at: HashMap<u32, u64>,
     by_key: HashMap<String, u32>,
+    /// Every certificate each node was issued, oldest first: (serial, `notAfter`).
+    issued: HashMap<u32, Vec<(String, u64)>>,
 }
 
 impl Registry {
@@ -65,6 +69,7 @@ impl Registry {
         let mut nodes = HashMap::new();
         let mut enrolled_at = HashMap::new();
         let mut by_key = HashMap::new();
+        let mut issued: HashMap<u32, Vec<(String, u64)>> = HashMap::new();
         let mut good_len = 0u64;
         let mut reader = BufReader::new(&file);
         let mut line = String::new();
@@ -91,6 +96,10 @@ impl Registry {
                 .entry(record.node_id)
                 .or_insert(record.issued_at);
             by_key.insert(record.key.clone(), record.node_id);
+            issued
+                .entry(record.node_id)
+                .or_default()
+                .push((record.serial.clone(), record.not_after));
             nodes.insert(record.node_id, record);
         }
         drop(reader);
@@ -102,9 +111,11 @@ impl Registry {
         Ok(Self {
             path,
             file,
+            len: good_len,
             nodes,
             enrolled_at,
             by_key,
+            issued,
         })
     }
 
@@ -115,14 +126,43 @@ impl Registry {
             detail: e.to_string(),
         })?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(Error::io(&self.path))?;
-        self.file.sync_data().map_err(Error::io(&self.path))?;
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A full disk or an I/O error can leave part of the line behind; later appends
+            // would follow it and turn a torn tail into damage in the middle, which refuses
+            // to start. Cut it off now (best effort; a crash here leaves a torn tail, which
+            // the next start cuts).
+            let _ = self.file.set_len(self.len);
+            let _ = self.file.sync_data();
+            return Err(Error::io(&self.path)(e));
+        }
+        self.len += line.len() as u64;
         self.enrolled_at
             .entry(record.node_id)
             .or_insert(record.issued_at);
         self.by_key.insert(record.key.clone(), record.node_id);
+        self.issued
+            .entry(record.node_id)
+            .or_default()
+            .push((record.serial.clone(), record.not_after));
         self.nodes.insert(record.node_id, record);
         Ok(())
+    }
+
+    /// The serials of every certificate `node_id` was issued that is still within its
+    /// validity at `now_secs` (the current one included): what revoking the node revokes,
+    /// so a certificate it held before a renewal cannot outlive the revocation.
+    pub fn unexpired_serials(&self, node_id: u32, now_secs: u64) -> Vec<&str> {
+        self.issued
+            .get(&node_id)
+            .into_iter()
+            .flatten()
+            .filter(|(_, not_after)| *not_after >= now_secs)
+            .map(|(serial, _)| serial.as_str())
+            .collect()
     }
 
     /// The current record of `node_id`.
@@ -197,6 +237,11 @@ mod tests {
         assert_eq!(r.enrolled_at(1), Some(101));
         assert_eq!(r.node_for_key("kc"), Some(1));
         assert_eq!(r.next_free_id(), 3);
+        assert_eq!(r.unexpired_serials(1, 900), vec!["01", "ff"]);
+        assert!(
+            r.unexpired_serials(1, 1001).is_empty(),
+            "expired ones need no revoking"
+        );
     }
 
     #[test]

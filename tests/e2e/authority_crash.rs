@@ -78,6 +78,26 @@ fn acknowledged_enrollments_and_revocations_survive_kill_9() {
             .collect();
         runtime.block_on(async {
             let client = reqwest::Client::new();
+            // One revocation acknowledged before the storm, so every round after the first
+            // checks at least one revocation across a kill -9.
+            let first = {
+                let a = acked.lock().unwrap();
+                a.enrolled
+                    .keys()
+                    .find(|id| !a.revoked.contains(id))
+                    .cloned()
+            };
+            if let Some(id) = first {
+                let r = client
+                    .post(format!("{}/trust/revoke/{id}", authority.url))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "round {round}: revoking node {id}");
+                let mut a = acked.lock().unwrap();
+                a.revoked.push(id);
+                a.count += 1;
+            }
             let mut tasks = Vec::new();
             for csr in batch {
                 let (client, url, acked) =
@@ -171,9 +191,14 @@ fn acknowledged_enrollments_and_revocations_survive_kill_9() {
         drop(a);
         authority.kill9();
     }
+    let a = acked.lock().unwrap();
     assert!(
-        acked.lock().unwrap().count >= 4,
+        a.count >= 4,
         "the test acknowledged too little to mean anything"
+    );
+    assert!(
+        a.revoked.len() >= 3,
+        "every round after the first must check an acknowledged revocation"
     );
 }
 
@@ -191,4 +216,140 @@ fn sigterm_drains_and_exits_zero() {
     assert!(status.success());
     let exit = authority.wait();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
+}
+
+/// A tmpfs of a given size on a fresh folder (root only), unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(kib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self { path, _dir: dir })
+    }
+
+    fn grow(&self, kib: u32) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={kib}k")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {}", self.path.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_state_disk_refuses_with_507_loses_nothing_acknowledged_and_recovers() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        // The test command runs as root (it installs packages); elsewhere say why.
+        assert_ne!(
+            rustix::process::geteuid().as_raw(),
+            0,
+            "root could not mount a tmpfs"
+        );
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let state = disk.path.join("authority");
+    let authority = AuthorityProcess::start(&state, &token);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    let enroll = |url: &str, csr: &str| {
+        runtime.block_on(async {
+            let r = client
+                .post(format!("{url}/trust/enroll"))
+                .json(&json!({"csr": csr, "token": TOKEN}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let get = |url: String| {
+        runtime.block_on(async {
+            let r = client.get(url).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    // Each node costs a registry line (~2.5 KiB): the 64 KiB disk fills within 40.
+    let mut acknowledged = HashMap::new();
+    let mut refusal = None;
+    for _ in 0..40 {
+        let csr = NodeKey::generate()
+            .unwrap()
+            .certificate_request("n", &["localhost".into()], &[])
+            .unwrap();
+        let (code, body) = enroll(&authority.url, &csr);
+        if code != 200 {
+            refusal = Some((code, body));
+            break;
+        }
+        acknowledged.insert(
+            body["node_id"].as_str().unwrap().to_owned(),
+            body["certificate"].as_str().unwrap().to_owned(),
+        );
+    }
+    let (code, body) = refusal.expect("a 64 KiB disk filled up");
+    assert_eq!(code, 507, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("disk is full"),
+        "{body}"
+    );
+    assert!(
+        acknowledged.len() >= 5,
+        "the disk filled too early to mean anything"
+    );
+    // Reads still work on a full disk, and count exactly what was acknowledged.
+    let status = get(format!("{}/trust/status", authority.url));
+    assert_eq!(
+        status["total_nodes"].as_u64(),
+        Some(acknowledged.len() as u64)
+    );
+    // The operator frees space: the running authority enrolls again at once (no restart),
+    // and a restart on the same state finds everything acknowledged, before and after.
+    disk.grow(1024);
+    let csr = NodeKey::generate()
+        .unwrap()
+        .certificate_request("n", &["localhost".into()], &[])
+        .unwrap();
+    let (code, body) = enroll(&authority.url, &csr);
+    assert_eq!(code, 200, "{body}");
+    acknowledged.insert(
+        body["node_id"].as_str().unwrap().to_owned(),
+        body["certificate"].as_str().unwrap().to_owned(),
+    );
+    authority.kill9();
+    let authority = AuthorityProcess::start(&state, &token);
+    for (id, cert) in &acknowledged {
+        let r = get(format!("{}/trust/certificate/{id}", authority.url));
+        assert_eq!(r["certificate"].as_str(), Some(cert.as_str()), "node {id}");
+    }
+    authority.kill9();
 }
