@@ -395,11 +395,24 @@ async fn renew(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<
     .await
 }
 
+/// Time a client gets to send a request body after its head: a body trickled byte by byte
+/// must not hold one of the listener's connections for ever.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn read_body(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Bytes> {
     let limit = app.config().max_body;
-    Ok(Limited::new(req.into_body(), limit)
-        .collect()
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(req.into_body(), limit).collect(),
+    );
+    Ok(read
         .await
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()

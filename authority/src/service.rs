@@ -443,16 +443,38 @@ impl Authority {
     pub fn revoke(&self, node_id: &str, now: UnixTime) -> Result<RevokeResponse> {
         let id: NodeId = node_id.parse()?;
         let mut state = self.lock();
-        let serial_hex = state
+        let current = state
             .registry
             .node(id.get())
             .map(|r| r.serial.clone())
             .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
-        let serial = Serial::from_hex(&serial_hex)?;
-        let outcome = state.dir.revoke(&serial, Some(id.to_string()), now)?;
+        // Every certificate the node still holds, not only the current one: a certificate
+        // from before a renewal (perhaps the stolen one) must not outlive the revocation.
+        let mut serials = state
+            .registry
+            .unexpired_serials(id.get(), now.as_secs())
+            .into_iter()
+            .map(Serial::from_hex)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if serials.is_empty() {
+            serials.push(Serial::from_hex(&current)?);
+        }
+        let mut outcome = Revoked::Already;
+        for serial in &serials {
+            if state.dir.revoke(serial, Some(id.to_string()), now)? == Revoked::Now {
+                outcome = Revoked::Now;
+            }
+        }
+        let serial = serials
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let signed = state.dir.publish_crl(now, self.config.crl_validity)?;
-        drop(state);
+        // Installed under the lock: two revocations at once must install their CRLs in
+        // number order, or the later install of the older one is refused as a rollback.
         self.install(signed, now)?;
+        drop(state);
         if outcome == Revoked::Now {
             self.metrics.count_revocation();
             tracing::warn!(node_id = %id, serial = %serial, crl_number = self.crl().number, "revoked");
@@ -482,8 +504,10 @@ impl Authority {
         if now.as_secs() < current.this_update + half {
             return Ok(false);
         }
-        let signed = self.lock().dir.publish_crl(now, self.config.crl_validity)?;
+        let mut state = self.lock();
+        let signed = state.dir.publish_crl(now, self.config.crl_validity)?;
         self.install(signed, now)?;
+        drop(state);
         Ok(true)
     }
 

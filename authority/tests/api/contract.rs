@@ -114,15 +114,7 @@ async fn every_route_answers_with_the_contracted_shape() {
     ] {
         assert!(summary.get(k).is_some(), "summary lacks {k}: {summary}");
     }
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.text("/metrics").await;
     for name in [
         "sovereignmap_verified_nodes_count 0",
         "tpm_authority_enrollments_total{result=\"issued\"} 1",

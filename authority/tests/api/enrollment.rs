@@ -174,5 +174,19 @@ async fn a_node_renews_for_a_new_key_only_when_signed_with_its_current_key() {
     let signer_m2 = signer_for(&key_m, 2, m["certificate"].as_str().unwrap());
     let (code, body) = renew(&s, &signer_m2, &late_csr, false).await;
     assert_eq!(code, 403, "{body}");
+
+    // Revoking node 1 revokes the certificate it held before renewing too: a stolen copy
+    // of the old one must not outlive the revocation.
+    assert_eq!(s.post("/trust/revoke/1", None).await.0, 200);
+    let pem = s.text("/trust/crl").await;
+    let root = trust_core::RootCertificate::from_pem(
+        &std::fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap(),
+    )
+    .unwrap();
+    let crl = trust_core::RevocationList::from_pem(&pem, &root, crate::server::now()).unwrap();
+    for serial in [&a["serial"], &renewed["serial"], &m["serial"]] {
+        let serial = trust_core::Serial::from_hex(serial.as_str().unwrap()).unwrap();
+        assert!(crl.is_revoked(&serial), "{serial} is not in the CRL");
+    }
     s.stop().await;
 }

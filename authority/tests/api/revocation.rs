@@ -143,3 +143,57 @@ async fn a_long_poll_wakes_on_the_next_crl_and_times_out_with_304() {
     assert_eq!(der[0], 0x30, "DER was asked for");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_all_succeed_and_the_last_crl_lists_every_one() {
+    // Each revocation publishes a CRL; two at once must not install them out of order
+    // (the older one would be refused as a rollback and its client told 500).
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let n = 12;
+    enroll_n(&s, n).await;
+    let first = crl(&s, None, 0).await;
+    let number = |r: &reqwest::Response| {
+        r.headers()["etag"]
+            .to_str()
+            .unwrap()
+            .trim_matches('"')
+            .trim_start_matches("crl-")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let start = number(&first);
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in 1..=n {
+        let (client, url) = (s.client.clone(), s.url.clone());
+        tasks.spawn(async move {
+            let r = client
+                .post(format!("{url}/trust/revoke/{id}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (code, body) = done.unwrap();
+        assert_eq!(code, 200, "a concurrent revocation failed: {body}");
+    }
+    let last = crl(&s, None, 0).await;
+    assert_eq!(number(&last), start + n as u64, "one CRL per revocation");
+    let root = trust_core::RootCertificate::from_pem(
+        &std::fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap(),
+    )
+    .unwrap();
+    let list = trust_core::RevocationList::from_pem(
+        &last.text().await.unwrap(),
+        &root,
+        crate::server::now(),
+    )
+    .unwrap();
+    assert_eq!(list.len(), n, "the last CRL lists every revoked node");
+    let status = s.status().await;
+    assert_eq!(status["revoked_certificates"].as_u64(), Some(n as u64));
+    assert_eq!(status["verified_nodes"].as_u64(), Some(0));
+    s.stop().await;
+}
