@@ -120,6 +120,14 @@ impl CaDirectory {
         })?;
         let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
             trust_core::Error::CaKeyMismatch => Error::Core(e),
+            // Name the file that is damaged: the key's decoding error is about ca-key.pem.
+            trust_core::Error::Decode {
+                what: "CA private key",
+                ..
+            } => Error::Corrupt {
+                path: key_path.clone(),
+                detail: e.to_string(),
+            },
             other => Error::Corrupt {
                 path: cert_path.clone(),
                 detail: other.to_string(),
@@ -350,6 +358,28 @@ mod tests {
             CaDirectory::open(tmp.path()),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_garbage_key_or_certificate_is_refused_naming_the_damaged_file() {
+        for (damaged, other) in [(KEY_FILE, CERT_FILE), (CERT_FILE, KEY_FILE)] {
+            let tmp = tempfile::tempdir().unwrap();
+            CaDirectory::import(tmp.path(), TestPki::new().ca).unwrap();
+            let path = tmp.path().join(damaged);
+            fs::write(
+                &path,
+                b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
+            )
+            .unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            match CaDirectory::open(tmp.path()) {
+                Err(Error::Corrupt { path: named, .. }) => {
+                    assert_eq!(named, path, "the error names {damaged}, not {other}");
+                }
+                Err(e) => panic!("damaged {damaged}: expected Corrupt, got {e}"),
+                Ok(_) => panic!("damaged {damaged}: opened anyway"),
+            }
+        }
     }
 
     #[test]
