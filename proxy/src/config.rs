@@ -216,6 +216,10 @@ pub struct LimitsSection {
     /// Time a client gets to send a request's headers.
     #[serde(default = "defaults::header_read", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time a client gets to send a body the sidecar must read whole (to check its digest
+    /// against a signature), from the end of the headers.
+    #[serde(default = "defaults::body_read", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Time the app (or a peer, for egress) gets to answer.
     #[serde(default = "defaults::upstream", with = "humantime_serde")]
     pub upstream_timeout: Duration,
@@ -236,6 +240,7 @@ impl Default for LimitsSection {
             max_connections: defaults::max_connections(),
             handshake_timeout: defaults::handshake(),
             header_read_timeout: defaults::header_read(),
+            body_read_timeout: defaults::body_read(),
             upstream_timeout: defaults::upstream(),
             max_header_bytes: defaults::max_header(),
             http2_max_streams: defaults::h2_streams(),
@@ -274,6 +279,9 @@ mod defaults {
     }
     pub fn header_read() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn body_read() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn upstream() -> Duration {
         Duration::from_secs(30)
@@ -459,6 +467,7 @@ impl SidecarConfig {
                 "limits.header_read_timeout",
                 self.limits.header_read_timeout,
             ),
+            ("limits.body_read_timeout", self.limits.body_read_timeout),
             ("limits.upstream_timeout", self.limits.upstream_timeout),
         ] {
             if value.is_zero() {

@@ -96,6 +96,8 @@ pub struct IngressSettings {
     pub handshake_timeout: Duration,
     /// Time a client gets to send a request head.
     pub header_read_timeout: Duration,
+    /// Time a client gets to send a body read whole (signed requests), after its head.
+    pub body_read_timeout: Duration,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
     /// Open connections at most.
@@ -120,6 +122,7 @@ impl IngressSettings {
             upstream_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
             http2_max_streams: 256,
@@ -543,16 +546,26 @@ pub async fn handle(
     let needs_digest = received.any_present() || required;
     let mut verified = None;
     let body: UpstreamBody = if needs_digest {
-        let bytes = match Limited::new(body, ingress.settings.max_body)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+        // Bounded in size and in time: a client trickling a body must not hold the
+        // connection (and the buffer) for ever.
+        let read = tokio::time::timeout(
+            ingress.settings.body_read_timeout,
+            Limited::new(body, ingress.settings.max_body).collect(),
+        );
+        let bytes = match read.await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => {
                 return refused(
                     "refused_request",
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body too large",
+                );
+            }
+            Err(_) => {
+                return refused(
+                    "refused_request",
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
                 );
             }
         };

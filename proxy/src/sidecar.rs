@@ -117,6 +117,7 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         upstream_timeout: config.limits.upstream_timeout,
         handshake_timeout: config.limits.handshake_timeout,
         header_read_timeout: config.limits.header_read_timeout,
+        body_read_timeout: config.limits.body_read_timeout,
         max_header_bytes: config.limits.max_header_bytes,
         max_connections: config.limits.max_connections,
         http2_max_streams: config.limits.http2_max_streams,
