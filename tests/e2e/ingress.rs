@@ -22,20 +22,21 @@ use trust_proxy::ingress::{Ingress, IngressSettings};
 use trust_proxy::metrics::Metrics;
 use trust_proxy::policy::AllowAll;
 
-static PKI: LazyLock<TestPki> = LazyLock::new(TestPki::new);
+pub(crate) static PKI: LazyLock<TestPki> = LazyLock::new(TestPki::new);
 
-fn crl(revoked: &[&trust_core::Serial], number: u64) -> trust_core::RevocationList {
+pub(crate) fn crl(revoked: &[&trust_core::Serial], number: u64) -> trust_core::RevocationList {
     let now = UnixTime::now();
     let signed = PKI.signed_crl(revoked, number, now, Duration::from_secs(3600));
     trust_core::RevocationList::from_der(&signed.der, PKI.ca.root(), now).unwrap()
 }
 
-struct Node {
-    authority: String,
-    addr: std::net::SocketAddr,
-    cache: Arc<TrustCache>,
-    app_hits: Arc<AtomicUsize>,
-    stop: CancellationToken,
+pub(crate) struct Node {
+    pub(crate) authority: String,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) cache: Arc<TrustCache>,
+    pub(crate) app_hits: Arc<AtomicUsize>,
+    pub(crate) metrics: Metrics,
+    pub(crate) stop: CancellationToken,
 }
 
 impl Drop for Node {
@@ -92,6 +93,11 @@ fn serving(node: &TestNode) -> Arc<dyn rustls::server::ResolvesServerCert> {
 }
 
 async fn start_node() -> Node {
+    start_node_with(|_| {}).await
+}
+
+/// A node whose ingress settings `customise` may change (limits, timeouts, the upstream).
+pub(crate) async fn start_node_with(customise: impl FnOnce(&mut IngressSettings)) -> Node {
     let stop = CancellationToken::new();
     let app_hits = Arc::new(AtomicUsize::new(0));
     let upstream = start_app(Arc::clone(&app_hits), stop.clone()).await;
@@ -104,18 +110,20 @@ async fn start_node() -> Node {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let authority = format!("localhost:{}", addr.port());
-    let settings = IngressSettings {
+    let mut settings = IngressSettings {
         local_authorities: vec![authority.clone()],
         signed_prefixes: vec!["/fl/".into()],
         max_body: 1 << 20,
         ..IngressSettings::new(upstream)
     };
+    customise(&mut settings);
+    let metrics = Metrics::new();
     let ingress = Ingress::new(
         Arc::clone(&cache),
         serving(&me),
         settings,
         Arc::new(AllowAll),
-        Metrics::new(),
+        metrics.clone(),
     )
     .unwrap();
     tokio::spawn(trust_proxy::ingress::serve(
@@ -128,15 +136,16 @@ async fn start_node() -> Node {
         addr,
         cache,
         app_hits,
+        metrics,
         stop,
     }
 }
 
-/// An HTTP/1.1 keep-alive connection over mTLS as `client`.
-async fn connect(node: &Node, client: &TestNode) -> SendRequest<Full<Bytes>> {
+/// A rustls client configuration presenting `client`'s certificate, trusting the test root.
+pub(crate) fn client_config(client: &TestNode) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(PKI.ca.root().der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -146,12 +155,24 @@ async fn connect(node: &Node, client: &TestNode) -> SendRequest<Full<Bytes>> {
         vec![client.cert.der.clone()],
         PrivateKeyDer::Pkcs8(client.key.pkcs8_der()),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// An mTLS stream to `node` as `client`, for raw bytes.
+pub(crate) async fn connect_tls(
+    node: &Node,
+    client: &TestNode,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(client)))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// An HTTP/1.1 keep-alive connection over mTLS as `client`.
+pub(crate) async fn connect(node: &Node, client: &TestNode) -> SendRequest<Full<Bytes>> {
+    let tls = connect_tls(node, client).await;
     let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .unwrap();
@@ -159,7 +180,7 @@ async fn connect(node: &Node, client: &TestNode) -> SendRequest<Full<Bytes>> {
     send
 }
 
-async fn send(
+pub(crate) async fn send(
     conn: &mut SendRequest<Full<Bytes>>,
     node: &Node,
     path: &str,
@@ -190,7 +211,12 @@ fn signer(node: &TestNode) -> MessageSigner {
     MessageSigner::new(key, &node.subject, &node.cert.der)
 }
 
-fn signed(node: &Node, by: &TestNode, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+pub(crate) fn signed(
+    node: &Node,
+    by: &TestNode,
+    path: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
     let h = signer(by)
         .sign(
             &RequestParts::new("POST", &node.authority, path, body),
@@ -354,6 +380,7 @@ async fn an_oversized_body_is_413_and_a_dead_app_is_502_and_the_next_request_sti
         addr,
         cache: Arc::clone(&node.cache),
         app_hits: Arc::new(AtomicUsize::new(0)),
+        metrics: Metrics::new(),
         stop,
     };
     let mut conn = connect(&broken, &peer).await;

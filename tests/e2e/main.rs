@@ -7,6 +7,7 @@
 mod support;
 
 mod authority_crash;
+mod bad_input;
 mod cli_exit_codes;
 mod compose;
 mod crl_follow;

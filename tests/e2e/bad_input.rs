@@ -1,0 +1,388 @@
+//! The bad-input catalogue against the real ingress, byte by byte: TLS (plaintext, garbage
+//! and truncated hellos, an old protocol version, idle connections holding every slot) and
+//! HTTP (ambiguous framing, huge and slow heads, slow bodies, odd request targets) and the
+//! app misbehaving (hanging, resetting). Each test asserts the refusal, its reason where
+//! the sidecar counts one, that the app was not called, and that the next good request
+//! still succeeds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::ingress::{Node, PKI, connect, connect_tls, send, signed, start_node_with};
+
+/// Reads until the peer closes (or `limit` passes, which fails the test): what a refused
+/// client sees.
+async fn read_to_close(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the sidecar kept the connection open");
+    out
+}
+
+/// The status code of the first response in `raw` (0 when there is none).
+fn status_of(raw: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(raw);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn handshake_failures(node: &Node, reason: &str) -> u64 {
+    node.metrics
+        .handshake_failures
+        .with_label_values(&[reason])
+        .get()
+}
+
+/// A good mTLS request after the bad input: the sidecar still serves.
+async fn still_serves(node: &Node) {
+    let peer = PKI.node(60);
+    let mut conn = connect(node, &peer).await;
+    let before = node.app_hits.load(Ordering::SeqCst);
+    assert_eq!(send(&mut conn, node, "/after", b"", &[]).await.0, 200);
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), before + 1);
+}
+
+/// Sends `head` (and `body`) over mTLS as a fresh client and returns everything the sidecar
+/// answered before closing or, for a kept-alive connection, the first response.
+async fn raw_exchange(node: &Node, bytes: &[u8]) -> Vec<u8> {
+    let peer = PKI.node(61);
+    let mut tls = connect_tls(node, &peer).await;
+    // The sidecar may close before it has read everything (a head too large): that is a
+    // refusal too, and what it answered before closing is still there to read.
+    let _ = tls.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // One response is enough: stop at its end (headers + Content-Length) or at close.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
+            .await
+            .expect("the sidecar neither answered nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if response_complete(&out) {
+            break;
+        }
+    }
+    out
+}
+
+/// A request head for `target`, signed by `by` for this node's `/fl/update` (what the
+/// signature covers), with the Content-Length of `body` (sent separately).
+fn signed_head(
+    node: &Node,
+    by: &trust_core::testing::TestNode,
+    target: &str,
+    body: &[u8],
+) -> String {
+    let mut head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+        node.authority,
+        body.len()
+    );
+    for (name, value) in signed(node, by, "/fl/update", body) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head + "\r\n"
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_http_and_garbage_on_the_tls_port_are_refused_as_protocol_errors() {
+    let node = start_node_with(|_| {}).await;
+    for bytes in [
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        (0..=255u8).cycle().take(3000).collect(),
+        b"\x16\x03\x01\xff\xff garbage after a record header".to_vec(),
+    ] {
+        let before = handshake_failures(&node, "protocol");
+        let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        let answer = read_to_close(&mut tcp).await;
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
+            "plaintext must never be served"
+        );
+        assert_eq!(handshake_failures(&node, "protocol"), before + 1);
+    }
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+    still_serves(&node).await;
+}
+
+/// The first flight a real rustls client sends (its ClientHello record).
+fn client_hello() -> Vec<u8> {
+    let config = Arc::new(crate::ingress::client_config(&PKI.node(62)));
+    let mut client = rustls::ClientConnection::new(
+        config,
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_hello_is_dropped_at_the_handshake_deadline() {
+    let node = start_node_with(|s| s.handshake_timeout = Duration::from_secs(1)).await;
+    let hello = client_hello();
+    let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+    tcp.write_all(&hello[..hello.len() / 2]).await.unwrap();
+    // Then silence: the sidecar must close at its handshake deadline, not wait for ever.
+    read_to_close(&mut tcp).await;
+    assert_eq!(handshake_failures(&node, "timeout"), 1);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_protocol_version_gets_a_fatal_alert() {
+    let node = start_node_with(|_| {}).await;
+    // A TLS 1.0 ClientHello (client_version 3.1, one RSA-AES-CBC suite, no extensions),
+    // what a client that cannot do TLS 1.2 sends.
+    let mut body = vec![0x03, 0x01];
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend_from_slice(&handshake);
+
+    let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+    tcp.write_all(&record).await.unwrap();
+    let answer = read_to_close(&mut tcp).await;
+    // An alert record (21), fatal (2): rustls answers handshake_failure (40) to a hello
+    // that offers nothing it speaks, protocol_version (70) to some others.
+    assert!(
+        answer.len() >= 7 && answer[0] == 0x15 && answer[5] == 2 && [40, 70].contains(&answer[6]),
+        "expected a fatal alert, got {answer:02x?}"
+    );
+    assert_eq!(handshake_failures(&node, "protocol"), 1);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_holding_every_slot_are_dropped_and_the_next_client_is_served() {
+    let node = start_node_with(|s| {
+        s.max_connections = 4;
+        s.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(node.addr).await.unwrap());
+    }
+    // A fifth client waits in the backlog while the idle four hold every slot; once their
+    // handshake deadline passes it is served.
+    still_serves(&node).await;
+    assert!(handshake_failures(&node, "timeout") >= 1);
+    for mut tcp in idle {
+        read_to_close(&mut tcp).await;
+    }
+    assert_eq!(handshake_failures(&node, "timeout"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_is_refused_and_never_smuggles_a_request() {
+    let node = start_node_with(|_| {}).await;
+    let host = node.authority.clone();
+    // Content-Length with Transfer-Encoding, the body hiding a second request.
+    let smuggle = format!(
+        "POST /a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    let answer = raw_exchange(&node, smuggle.as_bytes()).await;
+    let text = String::from_utf8_lossy(&answer).to_lowercase();
+    // RFC 9112 6.3: Transfer-Encoding wins, the Content-Length is dropped, and the
+    // connection closes after the answer, so the bytes after the chunked end are never
+    // read as a request.
+    assert_eq!(status_of(&answer), 200, "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        !text.contains("\"content-length\""),
+        "the app must not see the dropped Content-Length: {text}"
+    );
+    assert_eq!(
+        node.app_hits.load(Ordering::SeqCst),
+        1,
+        "a smuggled second request reached the app"
+    );
+    // Two different Content-Lengths.
+    let before = node.app_hits.load(Ordering::SeqCst);
+    let dup = format!(
+        "POST /a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde"
+    );
+    let answer = raw_exchange(&node, dup.as_bytes()).await;
+    assert_eq!(
+        status_of(&answer),
+        400,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), before);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_head_is_refused_and_a_slow_one_is_dropped_at_the_header_deadline() {
+    let node = start_node_with(|s| {
+        s.max_header_bytes = 16 * 1024;
+        s.header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let huge = format!(
+        "GET /a HTTP/1.1\r\nHost: {}\r\nX-Big: {}\r\n\r\n",
+        node.authority,
+        "a".repeat(100 * 1024)
+    );
+    let answer = raw_exchange(&node, huge.as_bytes()).await;
+    let status = status_of(&answer);
+    assert!(
+        status == 431 || status == 400 || answer.is_empty(),
+        "a 100 KiB header must be refused: {status}"
+    );
+    // Half a head, then silence.
+    let peer = PKI.node(63);
+    let mut tls = connect_tls(&node, &peer).await;
+    tls.write_all(format!("GET /slow HTTP/1.1\r\nHost: {}\r\nX-A: ", node.authority).as_bytes())
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut tls).await;
+    assert!(!String::from_utf8_lossy(&answer).contains(" 200 "));
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_body_sent_too_slowly_is_408_and_never_reaches_the_app() {
+    let node = start_node_with(|s| s.body_read_timeout = Duration::from_secs(1)).await;
+    let peer = PKI.node(64);
+    let body = br#"{"round":1,"weights":[0.5]}"#;
+    let head = signed_head(&node, &peer, "/fl/update", body);
+    let mut tls = connect_tls(&node, &peer).await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..5]).await.unwrap();
+    // The rest never comes.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !response_complete(&answer) {
+        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
+            .await
+            .expect("no answer to a stalled body")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(
+        status_of(&answer),
+        408,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_request_targets_are_refused_and_absolute_form_cannot_redirect_a_signature() {
+    let node = start_node_with(|_| {}).await;
+    let host = node.authority.clone();
+    for target in [
+        format!("OPTIONS * HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n".to_string(),
+        format!("GET fl/update HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+    ] {
+        let answer = raw_exchange(&node, target.as_bytes()).await;
+        let status = status_of(&answer);
+        assert!(
+            (400..500).contains(&status),
+            "{target:?} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+
+    // A request signed for this node, sent in absolute form naming another host: the
+    // destination the sidecar checks is the one in the request line, so it is refused.
+    let peer = PKI.node(65);
+    let body = b"{}";
+    let head = signed_head(&node, &peer, "https://evil.example/fl/update", body) + "{}";
+    let answer = raw_exchange(&node, head.as_bytes()).await;
+    assert_eq!(
+        status_of(&answer),
+        401,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+    still_serves(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_hangs_is_504_and_one_that_resets_is_502() {
+    // An app that accepts and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hanging.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            open.push(stream);
+        }
+    });
+    let node = start_node_with(|s| {
+        s.upstream = hang_addr;
+        s.upstream_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let peer = PKI.node(66);
+    let mut conn = connect(&node, &peer).await;
+    let (code, body) = send(&mut conn, &node, "/slow", b"", &[]).await;
+    assert_eq!(code, 504, "{body}");
+    assert!(body["error"].is_string());
+    held.abort();
+
+    // An app that accepts and closes at once.
+    let resetting = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = resetting.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((stream, _)) = resetting.accept().await {
+            drop(stream);
+        }
+    });
+    let node = start_node_with(|s| s.upstream = reset_addr).await;
+    let mut conn = connect(&node, &peer).await;
+    let (code, body) = send(&mut conn, &node, "/reset", b"", &[]).await;
+    assert_eq!(code, 502, "{body}");
+    // The same connection keeps working for the next request (no leak of a broken state).
+    let (code, _) = send(&mut conn, &node, "/reset-again", b"", &[]).await;
+    assert_eq!(code, 502);
+    closer.abort();
+}
