@@ -190,7 +190,7 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
     let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 20\nmemory_mb = 8\n");
     let counts = Arc::new(Counts::default());
     let host = folder.host(counts.clone()).unwrap();
-    for path in ["/trap", "/spin", "/grow"] {
+    for path in ["/trap", "/spin", "/grow", "/recurse"] {
         let started = Instant::now();
         let v = host.evaluate(&request("GET", path, Some(&["node"])));
         assert_eq!(status(&v), 403, "{path} fails closed");
@@ -212,7 +212,7 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
         .iter()
         .filter(|(_, outcome, _)| outcome == "error")
         .count();
-    assert_eq!(errors, 3);
+    assert_eq!(errors, 4);
 
     let open = Folder::new("[[plugin]]\nname = \"misbehave\"\nfail = \"open\"\ntimeout_ms = 20\n");
     let host = open.host(Arc::new(Counts::default())).unwrap();
@@ -223,10 +223,51 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
     );
 }
 
+/// What a plugin's instance remembers between requests, and what a failure wipes: the
+/// documented contract (docs/PLUGINS.md), so a plugin author cannot be surprised by it.
+#[test]
+fn an_instance_keeps_its_memory_between_requests_until_it_fails() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 50\n");
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    let remembered = |host: &PolicyHost| match host
+        .evaluate(&request("GET", "/remember", Some(&["node"])))
+        .decision
+    {
+        Decision::Deny(d) => d.reason,
+        Decision::Allow => panic!("/remember denies with its count"),
+    };
+    assert_eq!(remembered(&host), "seen 1");
+    assert_eq!(
+        remembered(&host),
+        "seen 2",
+        "one instance serves requests one after another and keeps its globals"
+    );
+    // A trap drops the instance: the next request meets a fresh one.
+    assert_eq!(
+        status(&host.evaluate(&request("GET", "/trap", Some(&["node"])))),
+        403
+    );
+    assert_eq!(
+        remembered(&host),
+        "seen 1",
+        "a failed instance is never reused"
+    );
+}
+
 #[test]
 fn broken_plugins_and_sets_are_refused_with_the_reason() {
     let folder = Folder::new(ADMIN_ONLY);
     std::fs::write(folder.dir.path().join("garbage.wasm"), b"\0asm garbage").unwrap();
+    // Random bytes behind a valid component header (a fixed xorshift stream).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = b"\0asm\x0d\0\x01\0".to_vec();
+    random.extend((0..64 * 1024).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x.to_le_bytes()[0]
+    }));
+    std::fs::write(folder.dir.path().join("random.wasm"), &random).unwrap();
     let whole = std::fs::read(built("admin-only-revoke")).unwrap();
     std::fs::write(
         folder.dir.path().join("truncated.wasm"),
@@ -240,6 +281,10 @@ fn broken_plugins_and_sets_are_refused_with_the_reason() {
         ),
         (
             "[[plugin]]\nname = \"x\"\nfile = \"truncated.wasm\"\n",
+            "not a loadable component",
+        ),
+        (
+            "[[plugin]]\nname = \"x\"\nfile = \"random.wasm\"\n",
             "not a loadable component",
         ),
         (
