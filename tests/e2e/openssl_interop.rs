@@ -210,3 +210,49 @@ fn openssl_reads_the_crl_and_refuses_a_revoked_certificate_with_crl_check() {
         .arg(ca.crl())
         .arg(&kept));
 }
+
+#[test]
+fn cert_inspect_shows_what_openssl_sees_and_the_crl_export_reads_back_in_both_encodings() {
+    let ca = CliCa::init();
+    let (_, cert) = ca.node(3);
+    let shown = ok(trust_proxy().args(["cert", "inspect"]).arg(&cert));
+    let serial = ok(openssl()
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&cert));
+    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
+    assert!(shown.contains(&serial), "serial {serial} not in:\n{shown}");
+    assert!(shown.contains("key:         2048 bits"), "{shown}");
+    assert!(shown.contains("CA:          false"), "{shown}");
+    assert!(shown.contains("SAN URI:     spiffe://"), "{shown}");
+    assert!(shown.contains("/node/3"), "{shown}");
+
+    let dir = tempfile::tempdir().unwrap();
+    for (der, name) in [(false, "crl.pem"), (true, "crl.der")] {
+        let out = dir.path().join(name);
+        let mut cmd = trust_proxy();
+        cmd.args(["ca", "crl", "--state-dir"])
+            .arg(ca.state())
+            .arg("--out")
+            .arg(&out);
+        if der {
+            cmd.arg("--der");
+        }
+        ok(&mut cmd);
+        let read = run(openssl()
+            .args(["crl", "-noout", "-CAfile"])
+            .arg(ca.ca_cert())
+            .args(["-inform", if der { "DER" } else { "PEM" }, "-in"])
+            .arg(&out));
+        assert!(
+            read.status.success() && text(&read).contains("verify OK"),
+            "{name}: {}",
+            text(&read)
+        );
+    }
+    // A garbage file is refused with a message naming it.
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let refused = run(trust_proxy().args(["cert", "inspect"]).arg(&garbage));
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("garbage.pem"), "{}", text(&refused));
+}

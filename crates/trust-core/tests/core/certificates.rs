@@ -172,6 +172,17 @@ fn a_non_rsa_key_is_refused() {
 }
 
 #[test]
+fn a_key_usage_without_digital_signature_is_refused() {
+    let node = PKI.leaf(Subject::Node("12".parse().unwrap()), |p| {
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyEncipherment];
+    });
+    assert_eq!(
+        refusal(verifier().verify(&node.cert.der, Some(&empty_crl()), at(0))),
+        Reject::WrongUsage
+    );
+}
+
+#[test]
 fn a_root_with_a_non_rsa_key_is_refused_when_loaded() {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -138,6 +138,34 @@ fn the_cache_counts_hits_and_misses_and_returns_the_same_identity() {
 }
 
 #[test]
+fn the_cache_holds_at_most_its_capacity_and_still_verifies_beyond_it() {
+    let c = TrustCache::new(
+        CertificateVerifier::new(PKI.ca.root().clone(), VerifySettings::default()),
+        CacheSettings {
+            capacity: 3,
+            ..CacheSettings::default()
+        },
+    );
+    c.install_crl(PKI.crl(&[], 1, HOUR)).unwrap();
+    let nodes: Vec<_> = (40..48).map(|id| PKI.node(id)).collect();
+    for node in &nodes {
+        c.verify(&node.cert.der, at(0)).unwrap();
+    }
+    let stats = c.stats();
+    assert!(
+        stats.entries <= 3,
+        "{} entries in a cache of 3",
+        stats.entries
+    );
+    assert_eq!(stats.misses, 8);
+    // An evicted peer is verified again, not refused.
+    for node in &nodes {
+        c.verify(&node.cert.der, at(1)).unwrap();
+    }
+    assert!(c.stats().entries <= 3);
+}
+
+#[test]
 fn a_new_crl_evicts_and_refuses_cached_revoked_peers_at_once() {
     let c = cache();
     c.install_crl(PKI.crl(&[], 1, HOUR)).unwrap();
