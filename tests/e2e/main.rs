@@ -18,4 +18,5 @@ mod openssl_interop;
 mod policy_cli;
 mod python_interop;
 mod sidecar;
+mod soak;
 mod testnet;

@@ -19,6 +19,20 @@ use serde_json::Value;
 use crate::sidecar::{issue_dev, mtls, post};
 use crate::support::{repo_root, trust_proxy};
 
+/// The sum of the metric lines starting with `prefix` on the admin listener at `admin`.
+pub(crate) async fn metric(admin: &str, prefix: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
 /// A running `trust-proxy testnet` and its `testnet.json`.
 pub(crate) struct Testnet {
     child: Child,
@@ -184,17 +198,11 @@ impl Testnet {
 
     /// The sum of the metric lines starting with `prefix` on the aggregator's sidecar.
     pub(crate) async fn aggregator_metric(&self, prefix: &str) -> f64 {
-        let admin = self.manifest["aggregator"]["admin"].as_str().unwrap();
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum()
+        metric(
+            self.manifest["aggregator"]["admin"].as_str().unwrap(),
+            prefix,
+        )
+        .await
     }
 
     /// Waits until the aggregator has closed round `r`.
@@ -211,6 +219,11 @@ impl Testnet {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether the testnet is still running (it exits 74 when one of its processes dies).
+    pub(crate) fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGTERM, then the exit status.
