@@ -1,0 +1,4 @@
+//! libFuzzer entry for `fuzz_targets::signature` (the body and its invariant are documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::signature(data));
