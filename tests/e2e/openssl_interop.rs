@@ -58,6 +58,26 @@ fn openssl_verifies_issued_node_certificates_and_sees_their_names() {
     ] {
         assert!(dump.contains(want), "missing {want:?} in:\n{dump}");
     }
+    // One year: still valid 364 days from now, expired within 366.
+    let day = 86_400;
+    let checkend = |days: u32| {
+        run(openssl()
+            .args([
+                "x509",
+                "-noout",
+                "-checkend",
+                &(days * day).to_string(),
+                "-in",
+            ])
+            .arg(&cert))
+        .status
+        .success()
+    };
+    assert!(
+        checkend(364),
+        "the node certificate expires within 364 days"
+    );
+    assert!(!checkend(366), "the node certificate outlives a year");
 }
 
 #[test]
@@ -104,6 +124,27 @@ fn openssl_csr(ca: &CliCa, name: &str, bits: u32, san: Option<&str>) -> std::pat
     }
     ok(&mut cmd);
     csr
+}
+
+#[test]
+fn a_csr_over_a_key_with_a_small_public_exponent_is_refused() {
+    let ca = CliCa::init();
+    let csr = ca.path("e3.csr");
+    ok(openssl()
+        .args([
+            "req", "-new", "-nodes", "-subj", "/CN=e3", "-newkey", "rsa:2048",
+        ])
+        .args(["-pkeyopt", "rsa_keygen_pubexp:3", "-keyout"])
+        .arg(ca.path("e3.key"))
+        .arg("-out")
+        .arg(&csr));
+    let out = ca.issue(21, &csr);
+    assert!(!out.status.success(), "an exponent-3 key was issued");
+    assert!(
+        text(&out).contains("public exponent is 3"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -61,3 +61,23 @@ fn a_short_bootstrap_token_is_a_configuration_error_naming_the_field() {
     let err = Authority::open(config, now()).err().unwrap();
     assert!(err.to_string().contains("bootstrap_token"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_certificate_ran_out_is_listed_as_expired_and_not_counted_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuthorityConfig::new(dir.path().to_owned(), Secret::new(TOKEN));
+    let (authority, _) = Authority::open(config, now()).unwrap();
+    let (_, csr) = key_and_csr().await;
+    let request: authority::service::EnrollRequest =
+        serde_json::from_value(serde_json::json!({"csr": csr, "token": TOKEN})).unwrap();
+    authority.enroll(&request, now()).unwrap();
+    assert_eq!(authority.nodes(now())[0].status, "verified");
+    // Two years on, with a CRL published then (the authority re-publishes as time passes):
+    // the one-year certificate has run out.
+    let later = trust_core::unix_time(now().as_secs() + 2 * 365 * 86_400);
+    assert!(authority.refresh_crl_if_due(later).unwrap());
+    let nodes = authority.nodes(later);
+    assert_eq!(nodes[0].status, "expired", "{nodes:?}");
+    let status = authority.status(later);
+    assert_eq!((status.total_nodes, status.verified_nodes), (1, 0));
+}

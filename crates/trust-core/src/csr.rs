@@ -139,12 +139,15 @@ impl VerifiedCsr {
             ))
             .into());
         }
-        let key_bits = match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) => rsa.key_size(),
+        let (key_bits, exponent) = match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => (rsa.key_size(), rsa.try_exponent().unwrap_or(0)),
             _ => return Err(CsrRejection::Malformed("unreadable RSA public key".into()).into()),
         };
         if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&key_bits) {
             return Err(CsrRejection::KeySize { bits: key_bits }.into());
+        }
+        if exponent != 65_537 {
+            return Err(CsrRejection::WeakExponent { exponent }.into());
         }
         csr.verify_signature()
             .map_err(|_| CsrRejection::BadSignature)?;

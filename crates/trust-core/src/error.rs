@@ -75,6 +75,12 @@ pub enum CsrRejection {
         /// Bits in the modulus.
         bits: usize,
     },
+    /// The RSA public exponent is not 65537 (a small exponent invites the classic
+    /// signature-forgery attacks on lax verifiers; every common tool makes 65537).
+    WeakExponent {
+        /// The exponent (0 when it does not fit in 64 bits).
+        exponent: u64,
+    },
     /// A SAN outside the authority's allowed set, or of a kind the authority sets itself.
     SanNotAllowed(String),
 }
@@ -96,6 +102,10 @@ impl fmt::Display for CsrRejection {
             Self::KeySize { bits } => write!(
                 f,
                 "the RSA key has {bits} bits; use 2048 to 8192 bits (trust-proxy generates 2048)"
+            ),
+            Self::WeakExponent { exponent } => write!(
+                f,
+                "the RSA public exponent is {exponent}; make the key with exponent 65537 (the default of openssl, Python and trust-proxy)"
             ),
             Self::SanNotAllowed(san) => write!(
                 f,

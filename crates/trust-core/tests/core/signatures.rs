@@ -234,6 +234,36 @@ fn a_maximum_salt_signature_gets_its_own_reason() {
 }
 
 #[test]
+fn a_signature_made_with_another_algorithm_is_refused() {
+    // Same key, same canonical string, but PKCS#1 v1.5 or PSS over SHA-512: only
+    // RSA-PSS/SHA-256 with a 32-byte salt is the network's scheme.
+    let h = signer(&A).sign(&parts(BODY), at(0)).unwrap();
+    let canonical = canonical_string(&parts(BODY), &h.from_node, &h.timestamp, &h.nonce).unwrap();
+    let pair =
+        aws_lc_rs::rsa::KeyPair::from_pkcs8(A.node.key.pkcs8_der().secret_pkcs8_der()).unwrap();
+    for encoding in [
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::signature::RSA_PSS_SHA512,
+    ] {
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            encoding,
+            &SystemRandom::new(),
+            canonical.as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        let mut other = h.clone();
+        other.signature = STANDARD.encode(&sig);
+        let refused = check(&received(&other), &parts(BODY), &A.identity, 0);
+        assert!(
+            matches!(refused, Err(Reject::BadSignature | Reject::SaltLength)),
+            "{refused:?}"
+        );
+    }
+}
+
+#[test]
 fn missing_and_malformed_headers_are_named() {
     let h = signer(&A).sign(&parts(BODY), at(0)).unwrap();
     let full = received(&h);
