@@ -39,6 +39,21 @@ fn handshake_failures(node: &Node, reason: &str) -> u64 {
         .get()
 }
 
+/// Waits until the `reason` count reaches `want` (the sidecar closes the socket a moment
+/// before it counts), failing after 10 s.
+async fn expect_handshake_failures(node: &Node, reason: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handshake_failures(node, reason) < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{reason} handshake failures stayed at {}, expected {want}",
+            handshake_failures(node, reason)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handshake_failures(node, reason), want);
+}
+
 /// A good mTLS request after the bad input: the sidecar still serves.
 async fn still_serves(node: &Node) {
     let peer = PKI.node(60);
@@ -126,7 +141,7 @@ async fn plaintext_http_and_garbage_on_the_tls_port_are_refused_as_protocol_erro
             !String::from_utf8_lossy(&answer).contains("HTTP/1.1 200"),
             "plaintext must never be served"
         );
-        assert_eq!(handshake_failures(&node, "protocol"), before + 1);
+        expect_handshake_failures(&node, "protocol", before + 1).await;
     }
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
@@ -153,7 +168,7 @@ async fn a_truncated_hello_is_dropped_at_the_handshake_deadline() {
     tcp.write_all(&hello[..hello.len() / 2]).await.unwrap();
     // Then silence: the sidecar must close at its handshake deadline, not wait for ever.
     read_to_close(&mut tcp).await;
-    assert_eq!(handshake_failures(&node, "timeout"), 1);
+    expect_handshake_failures(&node, "timeout", 1).await;
     still_serves(&node).await;
 }
 
@@ -183,7 +198,7 @@ async fn an_old_protocol_version_gets_a_fatal_alert() {
         answer.len() >= 7 && answer[0] == 0x15 && answer[5] == 2 && [40, 70].contains(&answer[6]),
         "expected a fatal alert, got {answer:02x?}"
     );
-    assert_eq!(handshake_failures(&node, "protocol"), 1);
+    expect_handshake_failures(&node, "protocol", 1).await;
     still_serves(&node).await;
 }
 
@@ -205,7 +220,7 @@ async fn idle_connections_holding_every_slot_are_dropped_and_the_next_client_is_
     for mut tcp in idle {
         read_to_close(&mut tcp).await;
     }
-    assert_eq!(handshake_failures(&node, "timeout"), 4);
+    expect_handshake_failures(&node, "timeout", 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,4 +400,64 @@ async fn an_app_that_hangs_is_504_and_one_that_resets_is_502() {
     let (code, _) = send(&mut conn, &node, "/reset-again", b"", &[]).await;
     assert_eq!(code, 502);
     closer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
+    // CVE-2023-44487: open streams and reset them at once, as fast as the socket takes them.
+    let node = start_node_with(|_| {}).await;
+    let peer = PKI.node(67);
+    let mut config = crate::ingress::client_config(&peer);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(node.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut sent = 0u32;
+    let mut client = Some(client);
+    while let Some(c) = client.take() {
+        let Ok(mut ready) = c.ready().await else {
+            break;
+        };
+        let request = http::Request::get(format!("https://{}/flood", node.authority))
+            .body(())
+            .unwrap();
+        let Ok((response, mut stream)) = ready.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+        sent += 1;
+        if sent < 20_000 {
+            client = Some(ready);
+        }
+    }
+    // The sidecar ends the connection (GOAWAY ENHANCE_YOUR_CALM, then close) instead of
+    // serving on.
+    let ended = tokio::time::timeout(Duration::from_secs(20), connection)
+        .await
+        .expect("the flooding connection was never closed")
+        .unwrap();
+    // The client usually sees the close as a broken pipe before it reads the GOAWAY; when
+    // it reads the GOAWAY first, the reason is ENHANCE_YOUR_CALM.
+    let error = ended.expect_err("the sidecar ended the flooding connection");
+    assert!(
+        error
+            .reason()
+            .is_none_or(|r| r == h2::Reason::ENHANCE_YOUR_CALM),
+        "after {sent} reset streams: {error}"
+    );
+    assert!(sent < 20_000, "the flood was never cut off");
+    assert!(
+        node.app_hits.load(Ordering::SeqCst) < sent as usize,
+        "every reset stream reached the app"
+    );
+    still_serves(&node).await;
 }
