@@ -1230,6 +1230,36 @@ async fn egress_refuses_a_peer_whose_certificate_names_another_node_than_the_url
             .await
             >= 2.0
     );
+    // What an app could send the egress that it must not forward: CONNECT (end-to-end TLS
+    // the sidecar could not sign), origin-form (no peer named), an https:// URL.
+    let egress = a.sidecar.addr("egress").to_owned();
+    for (request, want) in [
+        (
+            "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n",
+            405,
+        ),
+        ("GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+        (
+            "GET https://localhost/whoami HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            400,
+        ),
+    ] {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(&egress).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).await.unwrap();
+        let status = String::from_utf8_lossy(&head[9..12])
+            .parse::<u16>()
+            .unwrap();
+        assert_eq!(status, want, "{request:?}");
+    }
+    assert_eq!(
+        b.metric("tpm_requests_total{direction=\"ingress\",outcome=\"forwarded\"}")
+            .await,
+        1.0,
+        "none of them reached B"
+    );
 }
 
 #[test]
