@@ -183,6 +183,30 @@ fn a_key_usage_without_digital_signature_is_refused() {
 }
 
 #[test]
+fn hostile_spiffe_ids_in_a_certificate_are_refused() {
+    // A certificate the root signed (a CA bug, or a forged request the CA let through)
+    // whose URI SAN tries to read as another identity: never an identity.
+    for uri in [
+        "spiffe://test.sovereign/node/1/../admin/ops",
+        "spiffe://test.sovereign/admin/ops%2f..",
+        "spiffe://test.sovereign/node/1\n",
+        "spiffe://test.sovereign/node/01",
+        "spiffe://other.domain/node/1",
+        "spiffe://test.sovereign/node/1?admin",
+        "spiffe://test.sovereign//node/1",
+    ] {
+        let node = PKI.leaf(Subject::Node("13".parse().unwrap()), |p| {
+            p.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        });
+        let refused = verifier().verify(&node.cert.der, Some(&empty_crl()), at(0));
+        assert!(
+            matches!(refused, Err(Error::CertificateRejected(Reject::NoIdentity(_)))),
+            "{uri:?}: {refused:?}"
+        );
+    }
+}
+
+#[test]
 fn a_root_with_a_non_rsa_key_is_refused_when_loaded() {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
