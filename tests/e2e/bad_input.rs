@@ -63,6 +63,21 @@ async fn still_serves(node: &Node) {
     assert_eq!(node.app_hits.load(Ordering::SeqCst), before + 1);
 }
 
+/// Every connection the test opened, the bad ones included, is closed and released by the
+/// sidecar: nothing leaks (the open-connection gauge is back to zero), so repeated bad
+/// input cannot grow its memory. Call it once the test has dropped its own streams.
+async fn all_connections_released(node: &Node) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.metrics.connections.get() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections still held by the sidecar",
+            node.metrics.connections.get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Sends `head` (and `body`) over mTLS as a fresh client and returns everything the sidecar
 /// answered before closing or, for a kept-alive connection, the first response.
 async fn raw_exchange(node: &Node, bytes: &[u8]) -> Vec<u8> {
@@ -145,6 +160,7 @@ async fn plaintext_http_and_garbage_on_the_tls_port_are_refused_as_protocol_erro
     }
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
+    all_connections_released(&node).await;
 }
 
 /// The first flight a real rustls client sends (its ClientHello record).
@@ -170,6 +186,8 @@ async fn a_truncated_hello_is_dropped_at_the_handshake_deadline() {
     read_to_close(&mut tcp).await;
     expect_handshake_failures(&node, "timeout", 1).await;
     still_serves(&node).await;
+    drop(tcp);
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,6 +218,8 @@ async fn an_old_protocol_version_gets_a_fatal_alert() {
     );
     expect_handshake_failures(&node, "protocol", 1).await;
     still_serves(&node).await;
+    drop(tcp);
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,6 +241,7 @@ async fn idle_connections_holding_every_slot_are_dropped_and_the_next_client_is_
         read_to_close(&mut tcp).await;
     }
     expect_handshake_failures(&node, "timeout", 4).await;
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,6 +283,7 @@ async fn ambiguous_framing_is_refused_and_never_smuggles_a_request() {
     );
     assert_eq!(node.app_hits.load(Ordering::SeqCst), before);
     still_serves(&node).await;
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,6 +314,8 @@ async fn a_huge_head_is_refused_and_a_slow_one_is_dropped_at_the_header_deadline
     assert!(!String::from_utf8_lossy(&answer).contains(" 200 "));
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
+    drop(tls);
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +348,8 @@ async fn a_signed_body_sent_too_slowly_is_408_and_never_reaches_the_app() {
     );
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
+    drop(tls);
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +385,7 @@ async fn odd_request_targets_are_refused_and_absolute_form_cannot_redirect_a_sig
     );
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
+    all_connections_released(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,6 +409,8 @@ async fn an_app_that_hangs_is_504_and_one_that_resets_is_502() {
     let (code, body) = send(&mut conn, &node, "/slow", b"", &[]).await;
     assert_eq!(code, 504, "{body}");
     assert!(body["error"].is_string());
+    drop(conn);
+    all_connections_released(&node).await;
     held.abort();
 
     // An app that accepts and closes at once.
@@ -399,6 +428,8 @@ async fn an_app_that_hangs_is_504_and_one_that_resets_is_502() {
     // The same connection keeps working for the next request (no leak of a broken state).
     let (code, _) = send(&mut conn, &node, "/reset-again", b"", &[]).await;
     assert_eq!(code, 502);
+    drop(conn);
+    all_connections_released(&node).await;
     closer.abort();
 }
 
@@ -460,4 +491,5 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
         "every reset stream reached the app"
     );
     still_serves(&node).await;
+    all_connections_released(&node).await;
 }

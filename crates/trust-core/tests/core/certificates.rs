@@ -200,7 +200,10 @@ fn hostile_spiffe_ids_in_a_certificate_are_refused() {
         });
         let refused = verifier().verify(&node.cert.der, Some(&empty_crl()), at(0));
         assert!(
-            matches!(refused, Err(Error::CertificateRejected(Reject::NoIdentity(_)))),
+            matches!(
+                refused,
+                Err(Error::CertificateRejected(Reject::NoIdentity(_)))
+            ),
             "{uri:?}: {refused:?}"
         );
     }
