@@ -1303,3 +1303,61 @@ fn a_pinned_root_is_checked_before_enrolment_and_a_wrong_pin_is_refused() {
         "a node that refused the root must not have enrolled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_with_the_authority_down_and_no_usable_saved_crl_a_sidecar_refuses_everyone() {
+    let mut net = Net::start(&[]);
+    let (a, b) = net.two_nodes("");
+    let ok = a
+        .call("POST", "http://node-1/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(ok["status"], 200, "{ok}");
+    net.authority.take().unwrap().kill9();
+    let Node { sidecar, app, dir } = b;
+    drop(sidecar);
+    let app_b = app.unwrap();
+    let state = dir.join("state");
+    let a_state = a.dir.join("state");
+    for case in ["garbage", "missing"] {
+        let crl = state.join("crl.der");
+        if case == "garbage" {
+            std::fs::write(&crl, b"\x30\x82\x01\x00 not a CRL").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&crl);
+        }
+        // B comes back with its certificate but no CRL it can trust, and no authority.
+        let b = Node {
+            sidecar: net.sidecar(1, app_b.addr(""), &[], ""),
+            app: None,
+            dir: dir.clone(),
+        };
+        let (code, why) = b.admin("/readyz").await;
+        assert_eq!(code, 503, "{case}: {why}");
+        assert!(why.to_lowercase().contains("crl"), "{case}: {why}");
+        // Fail closed: A's valid certificate is refused (no CRL, no trust).
+        let refused = match mtls(
+            b.sidecar.addr("ingress"),
+            &state.join("ca-cert.pem"),
+            &a_state.join("node-key.pem"),
+            &a_state.join("node-cert.pem"),
+        )
+        .await
+        {
+            Err(_) => true,
+            Ok(mut conn) => post(&mut conn, "localhost", "/whoami", b"{}", &[])
+                .await
+                .map_or(true, |status| status != 200),
+        };
+        assert!(refused, "{case}: a peer was admitted without a CRL");
+        b.wait_metric(
+            "tpm_tls_handshake_failures_total{reason=\"certificate\"}",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(
+            b.sidecar.log_text().contains("CRL"),
+            "{case}: the log says why"
+        );
+    }
+}

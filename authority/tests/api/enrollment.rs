@@ -190,3 +190,39 @@ async fn a_node_renews_for_a_new_key_only_when_signed_with_its_current_key() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_with_a_duplicated_signature_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (key, csr) = key_and_csr().await;
+    let (_, enrolled) = s.enroll(&csr, None).await;
+    let signer = signer_for(&key, 1, enrolled["certificate"].as_str().unwrap());
+    let (_, new_csr) = key_and_csr().await;
+    let body = serde_json::to_vec(&json!({"csr": new_csr})).unwrap();
+    let host = s.url.trim_start_matches("http://").to_owned();
+    let headers = signer
+        .sign(
+            &trust_core::RequestParts::new("POST", &host, "/trust/renew", &body),
+            crate::server::now(),
+        )
+        .unwrap();
+    let mut req = s.client.post(format!("{}/trust/renew", s.url));
+    for (name, value) in headers.pairs() {
+        req = req.header(name, value);
+    }
+    // A second X-Nonce: which one the signature covers would be ambiguous.
+    let r = req
+        .header("x-nonce", "AAAAAAAAAAAAAAAAAAAAAA")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (_, current) = s.get("/trust/certificate/1").await;
+    assert_eq!(
+        current["certificate"], enrolled["certificate"],
+        "nothing was renewed"
+    );
+    s.stop().await;
+}
