@@ -105,3 +105,84 @@ async fn a_revocation_at_the_authority_reaches_the_sidecar_cache_through_the_lon
     stop_follower.cancel();
     following.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_crl_from_the_authority_is_refused_and_the_newer_one_kept() {
+    // A stand-in authority (an attacker on the path, or a restored backup) that serves
+    // CRL 5, then CRL 4: validly signed, but older.
+    let pki = trust_core::testing::TestPki::new();
+    let now = UnixTime::now();
+    let revoked = pki.node(3);
+    let crl5 = pki.signed_crl(&[&revoked.cert.serial], 5, now, Duration::from_secs(3600));
+    let crl4 = pki.signed_crl(&[], 4, now, Duration::from_secs(3600));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stub = {
+        let served = Arc::clone(&served);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (served, crl5, crl4) =
+                    (Arc::clone(&served), crl5.der.clone(), crl4.der.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (der, number) = if n == 0 {
+                            (crl5.clone(), 5)
+                        } else {
+                            (crl4.clone(), 4)
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("etag", format!("\"crl-{number}\""))
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(der)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        })
+    };
+    let cache = Arc::new(TrustCache::new(
+        CertificateVerifier::new(pki.ca.root().clone(), VerifySettings::default()),
+        CacheSettings::default(),
+    ));
+    let metrics = trust_proxy::metrics::Metrics::new();
+    let follower = CrlFollower::new(url, Arc::clone(&cache), Duration::from_secs(1))
+        .with_metrics(metrics.clone());
+    let mut installed = follower.installed();
+    let stop = CancellationToken::new();
+    let following = tokio::spawn(follower.run(stop.clone()));
+    assert_eq!(*installed.wait_for(|n| *n > 0).await.unwrap(), 5);
+    // The older CRL arrives next: refused as a rollback, counted, CRL 5 stays.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metrics.crl_failures.get() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the rolled-back CRL was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*installed.borrow(), 5);
+    assert_eq!(cache.crl().unwrap().number(), 5);
+    assert!(
+        matches!(
+            cache.verify(&revoked.cert.der, UnixTime::now()),
+            Err(trust_core::Error::CertificateRejected(
+                CertificateRejection::Revoked { .. }
+            ))
+        ),
+        "the revocation in CRL 5 still holds"
+    );
+    stop.cancel();
+    following.await.unwrap();
+    stub.abort();
+}
