@@ -452,16 +452,25 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     let connection = tokio::spawn(connection);
     let mut sent = 0u32;
+    let mut cut = None;
     let mut client = Some(client);
     while let Some(c) = client.take() {
-        let Ok(mut ready) = c.ready().await else {
-            break;
+        let mut ready = match c.ready().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                cut = Some(e);
+                break;
+            }
         };
         let request = http::Request::get(format!("https://{}/flood", node.authority))
             .body(())
             .unwrap();
-        let Ok((response, mut stream)) = ready.send_request(request, false) else {
-            break;
+        let (response, mut stream) = match ready.send_request(request, false) {
+            Ok(pair) => pair,
+            Err(e) => {
+                cut = Some(e);
+                break;
+            }
         };
         stream.send_reset(h2::Reason::CANCEL);
         drop(response);
@@ -471,24 +480,91 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
         }
     }
     // The sidecar ends the connection (GOAWAY ENHANCE_YOUR_CALM, then close) instead of
-    // serving on.
+    // serving on. The client sees it as the GOAWAY's reason, or, when it is still writing,
+    // as a broken pipe (no reason).
     let ended = tokio::time::timeout(Duration::from_secs(20), connection)
         .await
         .expect("the flooding connection was never closed")
         .unwrap();
-    // The client usually sees the close as a broken pipe before it reads the GOAWAY; when
-    // it reads the GOAWAY first, the reason is ENHANCE_YOUR_CALM.
-    let error = ended.expect_err("the sidecar ended the flooding connection");
+    let error = cut.expect("the sidecar never stopped the flood");
+    let reason = error
+        .reason()
+        .or_else(|| ended.err().and_then(|e| e.reason()));
     assert!(
-        error
-            .reason()
-            .is_none_or(|r| r == h2::Reason::ENHANCE_YOUR_CALM),
+        reason.is_none_or(|r| r == h2::Reason::ENHANCE_YOUR_CALM),
         "after {sent} reset streams: {error}"
     );
     assert!(sent < 20_000, "the flood was never cut off");
     assert!(
         node.app_hits.load(Ordering::SeqCst) < sent as usize,
         "every reset stream reached the app"
+    );
+    still_serves(&node).await;
+    all_connections_released(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_chain_padded_with_junk_or_loops_is_judged_by_its_leaf_and_a_huge_one_refused() {
+    let node = start_node_with(|_| {}).await;
+    let peer = PKI.node(68);
+    let foreign = trust_core::testing::TestPki::with_name("Test Root");
+    let other = foreign.node(69);
+    let handshake = |chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+                     key: rustls::pki_types::PrivatePkcs8KeyDer<'static>| {
+        let node_addr = node.addr;
+        async move {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(PKI.ca.root().der().clone()).unwrap();
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, rustls::pki_types::PrivateKeyDer::Pkcs8(key))
+            .unwrap();
+            let tcp = TcpStream::connect(node_addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(
+                    rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                    tcp,
+                )
+                .await
+                .ok()?;
+            // TLS 1.3: the server judges the client's certificate after the client's
+            // Finished, so ask for something to learn the verdict.
+            tls.write_all(b"GET /chain HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut answer = Vec::new();
+            let _ = tls.read_to_end(&mut answer).await;
+            Some(status_of(&answer))
+        }
+    };
+    let leaf = peer.cert.der.clone();
+    // The leaf, then junk: the root itself, a foreign node, the same foreign node again (a
+    // loop of nothing). Intermediates are never trusted; the leaf alone decides.
+    let padded = vec![
+        leaf.clone(),
+        PKI.ca.root().der().clone(),
+        other.cert.der.clone(),
+        other.cert.der.clone(),
+        foreign.ca.root().der().clone(),
+    ];
+    assert_eq!(handshake(padded, peer.key.pkcs8_der()).await, Some(200));
+    // A foreign leaf padded with our root is still foreign.
+    let mut disguised = vec![other.cert.der.clone(), PKI.ca.root().der().clone()];
+    disguised.extend(std::iter::repeat_n(leaf.clone(), 3));
+    assert_ne!(handshake(disguised, other.key.pkcs8_der()).await, Some(200));
+    // Two hundred certificates (~300 KiB): refused without effort, the sidecar unharmed.
+    let huge: Vec<_> = std::iter::once(leaf)
+        .chain(std::iter::repeat_n(PKI.ca.root().der().clone(), 200))
+        .collect();
+    assert_ne!(handshake(huge, peer.key.pkcs8_der()).await, Some(200));
+    assert_eq!(
+        node.app_hits.load(Ordering::SeqCst),
+        1,
+        "only the padded good leaf got through"
     );
     still_serves(&node).await;
     all_connections_released(&node).await;
