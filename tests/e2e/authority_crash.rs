@@ -13,6 +13,14 @@ use crate::support::AuthorityProcess;
 
 const TOKEN: &str = "crash-test-token-0123456789abcdef";
 
+/// A new RSA-2048 key's CSR, as a node makes it.
+fn new_csr() -> String {
+    NodeKey::generate()
+        .unwrap()
+        .certificate_request("n", &["localhost".into()], &[])
+        .unwrap()
+}
+
 #[derive(Default)]
 struct Acknowledged {
     /// node id -> certificate PEM
@@ -46,14 +54,7 @@ fn acknowledged_enrollments_and_revocations_survive_kill_9() {
     let mut dice = Dice(seed);
     eprintln!("crash test seed {seed}");
 
-    let csrs: Vec<String> = (0..48)
-        .map(|_| {
-            NodeKey::generate()
-                .unwrap()
-                .certificate_request("n", &["localhost".into()], &[])
-                .unwrap()
-        })
-        .collect();
+    let csrs: Vec<String> = (0..48).map(|_| new_csr()).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -302,10 +303,7 @@ fn a_full_state_disk_refuses_with_507_loses_nothing_acknowledged_and_recovers() 
     let mut acknowledged = HashMap::new();
     let mut refusal = None;
     for _ in 0..40 {
-        let csr = NodeKey::generate()
-            .unwrap()
-            .certificate_request("n", &["localhost".into()], &[])
-            .unwrap();
+        let csr = new_csr();
         let (code, body) = enroll(&authority.url, &csr);
         if code != 200 {
             refusal = Some((code, body));
@@ -335,10 +333,7 @@ fn a_full_state_disk_refuses_with_507_loses_nothing_acknowledged_and_recovers() 
     // The operator frees space: the running authority enrolls again at once (no restart),
     // and a restart on the same state finds everything acknowledged, before and after.
     disk.grow(1024);
-    let csr = NodeKey::generate()
-        .unwrap()
-        .certificate_request("n", &["localhost".into()], &[])
-        .unwrap();
+    let csr = new_csr();
     let (code, body) = enroll(&authority.url, &csr);
     assert_eq!(code, 200, "{body}");
     acknowledged.insert(

@@ -86,11 +86,16 @@ async fn raw_exchange(node: &Node, bytes: &[u8]) -> Vec<u8> {
     // The sidecar may close before it has read everything (a head too large): that is a
     // refusal too, and what it answered before closing is still there to read.
     let _ = tls.write_all(bytes).await;
+    read_response(&mut tls).await
+}
+
+/// Reads one response: up to its end (headers + Content-Length) or until the sidecar
+/// closes; fails the test if neither happens within 20 s.
+async fn read_response(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    // One response is enough: stop at its end (headers + Content-Length) or at close.
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
+    while !response_complete(&out) {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
             .await
             .expect("the sidecar neither answered nor closed")
             .unwrap_or(0);
@@ -98,9 +103,6 @@ async fn raw_exchange(node: &Node, bytes: &[u8]) -> Vec<u8> {
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        if response_complete(&out) {
-            break;
-        }
     }
     out
 }
@@ -328,18 +330,7 @@ async fn a_signed_body_sent_too_slowly_is_408_and_never_reaches_the_app() {
     tls.write_all(head.as_bytes()).await.unwrap();
     tls.write_all(&body[..5]).await.unwrap();
     // The rest never comes.
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !response_complete(&answer) {
-        let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf))
-            .await
-            .expect("no answer to a stalled body")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-    }
+    let answer = read_response(&mut tls).await;
     assert_eq!(
         status_of(&answer),
         408,
@@ -487,6 +478,8 @@ async fn an_http2_rapid_reset_flood_is_cut_off_and_other_clients_are_served() {
         .expect("the flooding connection was never closed")
         .unwrap();
     let error = cut.expect("the sidecar never stopped the flood");
+    // docs/SECURITY.md quotes this figure (`-- --nocapture` shows it).
+    eprintln!("rapid reset: the sidecar ended the connection after {sent} reset streams");
     let reason = error
         .reason()
         .or_else(|| ended.err().and_then(|e| e.reason()));
