@@ -16,6 +16,7 @@
 //! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, path normalisation, signature, policy, identity headers, forwarding |
+//! | [`upstream`] | the ingress's keep-alive connections to the local app, one pool per ingress thread |
 //! | [`egress`] | the outbound forward proxy: `HTTP_PROXY` in, signed mTLS out |
 //! | [`policy`] | the admission step: the interface, allow-all, the Wasm policy chain |
 //! | [`policy_cli`] | `trust-proxy policy check` and `policy test` |
@@ -43,5 +44,6 @@ pub mod serve;
 pub mod sidecar;
 pub mod testnet;
 pub mod tls;
+pub mod upstream;
 
 pub use error::{Error, Result};

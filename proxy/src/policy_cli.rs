@@ -153,7 +153,7 @@ fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
                 Ok(path) => {
                     let request = Request {
                         method: case.method.to_ascii_uppercase(),
-                        path,
+                        path: path.into_owned(),
                         query: case.path.split_once('?').map(|(_, q)| q.to_owned()),
                         headers: case
                             .headers
