@@ -8,6 +8,9 @@
 #
 #   scripts/bench-proxy.sh            # ~3 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
+#   BASELINE_BIN=/path/to/older/trust-proxy scripts/bench-proxy.sh
+#                                     # adds that build's sidecar to the unsigned rows, so a
+#                                     # change is measured against its parent in one run
 #
 # Every row runs REPEAT times (default 3), the sidecar and nginx alternating, and the
 # table shows the median of each figure: run-to-run noise on a shared 2-core VM is larger
@@ -108,12 +111,23 @@ signed_prefixes = ["/signed/"]
 [admin]
 listen = "127.0.0.1:0"
 EOF
-"$BIN/trust-proxy" --log warn run --config "$WORK/sidecar.toml" > "$WORK/sidecar.out" 2> "$WORK/sidecar.log" &
-SIDECAR_PID=$!
-PIDS+=($SIDECAR_PID)
-SIDECAR=$(wait_line "$WORK/sidecar.out" "ingress ")
-ADMIN=$(wait_line "$WORK/sidecar.out" "admin ")
-until curl -sf "http://$ADMIN/readyz" >/dev/null; do sleep 0.1; done
+# Starts <binary> on $WORK/<name>.toml; sets <VAR> (its ingress address) and <VAR>_PID
+# once its /readyz answers.
+start_sidecar() { # name binary VAR
+  local name=$1 bin=$2 var=$3 admin
+  "$bin" --log warn run --config "$WORK/$name.toml" > "$WORK/$name.out" 2> "$WORK/$name.log" &
+  printf -v "${var}_PID" '%s' $!
+  PIDS+=($!)
+  printf -v "$var" '%s' "$(wait_line "$WORK/$name.out" "ingress ")"
+  admin=$(wait_line "$WORK/$name.out" "admin ")
+  until curl -sf "http://$admin/readyz" >/dev/null; do sleep 0.1; done
+}
+# $WORK/<name>.toml: the first sidecar's config as another node with its own state.
+derive_config() { # name node-id
+  sed -e "s|^state_dir = .*|state_dir = \"$WORK/$1\"|" -e "s|^node_id = 1|node_id = $2|" \
+    "$WORK/sidecar.toml" > "$WORK/$1.toml"
+}
+start_sidecar sidecar "$BIN/trust-proxy" SIDECAR
 
 step "a second sidecar (node 2) with a policy chain of two plugins"
 cat > "$WORK/bench-policy.toml" <<EOF
@@ -124,19 +138,20 @@ name = "route-allow-list"
 [plugin.settings]
 rules = "node=/; admin=/"
 EOF
-sed -e "s|^state_dir = .*|state_dir = \"$WORK/sidecar-policy\"|" -e "s|^node_id = 1|node_id = 2|" \
-  "$WORK/sidecar.toml" > "$WORK/sidecar-policy.toml"
+derive_config sidecar-policy 2
 cat >> "$WORK/sidecar-policy.toml" <<EOF
 [policy]
 set = "$WORK/bench-policy.toml"
 plugin_dir = "$PWD/target/plugins/wasm32-wasip2/release"
 EOF
-"$BIN/trust-proxy" --log warn run --config "$WORK/sidecar-policy.toml" > "$WORK/sidecar-policy.out" 2> "$WORK/sidecar-policy.log" &
-SIDECAR_POLICY_PID=$!
-PIDS+=($SIDECAR_POLICY_PID)
-SIDECAR_POLICY=$(wait_line "$WORK/sidecar-policy.out" "ingress ")
-ADMIN_POLICY=$(wait_line "$WORK/sidecar-policy.out" "admin ")
-until curl -sf "http://$ADMIN_POLICY/readyz" >/dev/null; do sleep 0.1; done
+start_sidecar sidecar-policy "$BIN/trust-proxy" SIDECAR_POLICY
+
+BASELINE_PID=
+if [ -n "${BASELINE_BIN:-}" ]; then
+  step "a baseline sidecar (node 3) from $BASELINE_BIN"
+  derive_config sidecar-baseline 3
+  start_sidecar sidecar-baseline "$BASELINE_BIN" BASELINE
+fi
 
 step "nginx doing mTLS + CRL (worker_processes auto)"
 NGINX_PORT=$(free_port)
@@ -211,6 +226,9 @@ for round in $(seq 1 "$REPEAT"); do
   for c in 1 16 64; do
     load sidecar "$SIDECAR" $SIDECAR_PID keepalive $c --path /plain
     load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID keepalive $c --path /plain
+    if [ -n "$BASELINE_PID" ]; then
+      load sidecar-baseline "$BASELINE" $BASELINE_PID keepalive $c --path /plain
+    fi
   done
   step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
   for c in 16 64; do
