@@ -735,13 +735,14 @@ pub async fn handle(
         }
     };
     parts.version = http::Version::HTTP_11;
-    let answer = tokio::time::timeout(
+    let answer = within(
         ingress.settings.upstream_timeout,
+        ingress.settings.header_read_timeout,
         ingress.upstream.send(Request::from_parts(parts, body)),
     )
     .await;
     match answer {
-        Err(_) => {
+        None => {
             metrics
                 .upstream_errors
                 .with_label_values(&["ingress", "timeout"])
@@ -752,7 +753,7 @@ pub async fn handle(
                 "the app did not answer in time",
             )
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             // A body over the limit surfaces here while streaming to the app.
             if caused_by_body_limit(&e) {
                 return refused(
@@ -772,12 +773,40 @@ pub async fn handle(
                 "the app could not be reached",
             )
         }
-        Ok(Ok(response)) => {
+        Some(Ok(response)) => {
             metrics.request("ingress", "forwarded");
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
             head.headers.remove(http::header::TRANSFER_ENCODING);
             Response::from_parts(head, body.map_err(|e| Box::new(e) as BoxError).boxed())
+        }
+    }
+}
+
+/// `future` under a deadline `limit` from now, armed as timers of at most `step` each;
+/// `None` when the deadline passed first.
+///
+/// Why in steps: tokio's timer driver is woken (an eventfd write, then one more epoll event)
+/// whenever a timer is armed earlier than the earliest one it last went to sleep with.
+/// hyper arms the next request's header-read timer as each answer is written; with the
+/// upstream timer longer than that, every request paid that wake-up (seen with strace: one
+/// `write` to the eventfd per request). With `step` the header-read timeout, neither timer is
+/// ever armed earlier than the one before it.
+pub async fn within<F: std::future::Future>(
+    limit: Duration,
+    step: Duration,
+    future: F,
+) -> Option<F::Output> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let step = step.max(Duration::from_millis(1));
+    let mut future = std::pin::pin!(future);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        if let Ok(out) = tokio::time::timeout(left.min(step), future.as_mut()).await {
+            return Some(out);
         }
     }
 }
@@ -849,7 +878,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use std::borrow::Cow;
 
-    use super::{PathRejection, normalise_path};
+    use std::time::Duration;
+
+    use super::{PathRejection, normalise_path, within};
 
     #[test]
     fn paths_are_normalised_once_and_ambiguous_spellings_are_refused() {
@@ -877,6 +908,38 @@ mod tests {
         ] {
             assert_eq!(normalise_path(raw), Err(why), "{raw}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_armed_in_steps_ends_at_the_limit_not_at_a_step() {
+        let started = tokio::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            within(Duration::from_secs(25), Duration::from_secs(10), never).await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+
+        // An answer after the first step is still taken.
+        let started = tokio::time::Instant::now();
+        let late = async {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            "answer"
+        };
+        assert_eq!(
+            within(Duration::from_secs(25), Duration::from_secs(10), late).await,
+            Some("answer")
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+
+        // A step longer than the limit is one timer of the limit.
+        let started = tokio::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            within(Duration::from_secs(3), Duration::from_secs(10), never).await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     /// The normalisation as first written (always rebuilding the path): the reference the
