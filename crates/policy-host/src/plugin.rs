@@ -33,8 +33,8 @@ use bindings::sovereign::policy::host::Level;
 use bindings::sovereign::policy::types::{Decision, Request};
 use bindings::{Policy, PolicyPre};
 
-/// How often the engine's epoch advances; deadlines are counted in these ticks, so a call
-/// is stopped between one tick before its deadline and the deadline. Every tick wakes a
+/// How often the engine's epoch advances; deadlines are rounded up to whole ticks, so a call
+/// is stopped within one tick of its deadline. Every tick wakes a
 /// thread, idle or not: at 1 ms an idle sidecar woke 1000 times a second (100 sidecars of
 /// a testnet on two cores, 100 000), for a precision the 100 ms default does not need.
 pub const TICK: Duration = Duration::from_millis(5);
