@@ -448,6 +448,12 @@ pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRejection> {
     if normal {
         return Ok(Cow::Borrowed(path));
     }
+    rebuild(path).map(Cow::Owned)
+}
+
+/// The normal form of an absolute, unambiguous path, built anew: `.`, `..` and empty
+/// segments resolved; a trailing slash kept.
+fn rebuild(path: &str) -> Result<String, PathRejection> {
     let mut out: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -468,7 +474,7 @@ pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRejection> {
     if normal.is_empty() || (path.ends_with('/') && !out.is_empty()) {
         normal.push('/');
     }
-    Ok(Cow::Owned(normal))
+    Ok(normal)
 }
 
 fn prefix_matches(prefixes: &[String], path: &str) -> bool {
@@ -942,8 +948,8 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
-    /// The normalisation as first written (always rebuilding the path): the reference the
-    /// borrowed fast path must agree with.
+    /// The normalisation as first written: the encodings found on a lower-cased copy, the
+    /// path always rebuilt. The byte scan and the borrowed fast path must agree with it.
     fn reference(path: &str) -> Result<String, PathRejection> {
         if !path.starts_with('/') {
             return Err(PathRejection::NotAbsolute);
@@ -956,27 +962,7 @@ mod tests {
         {
             return Err(PathRejection::Ambiguous);
         }
-        let mut out: Vec<&str> = Vec::new();
-        for segment in path.split('/') {
-            match segment {
-                "" | "." => {}
-                ".." => {
-                    if out.pop().is_none() {
-                        return Err(PathRejection::EscapesRoot);
-                    }
-                }
-                s => out.push(s),
-            }
-        }
-        let mut normal = String::new();
-        for s in &out {
-            normal.push('/');
-            normal.push_str(s);
-        }
-        if normal.is_empty() || (path.ends_with('/') && !out.is_empty()) {
-            normal.push('/');
-        }
-        Ok(normal)
+        super::rebuild(path)
     }
 
     #[test]
