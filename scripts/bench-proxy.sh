@@ -8,6 +8,9 @@
 #
 #   scripts/bench-proxy.sh            # ~3 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
+#   ROWS="keepalive" CONC="1" REPEAT=5 DURATION=3s scripts/bench-proxy.sh
+#                                     # only some rows (keepalive signed new-connection) and
+#                                     # keep-alive concurrencies (default "1 16 64")
 #   BASELINE_BIN=/path/to/older/trust-proxy scripts/bench-proxy.sh
 #                                     # adds that build's sidecar to the unsigned rows, so a
 #                                     # change is measured against its parent in one run
@@ -19,16 +22,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8s}
+ROWS=${ROWS:-keepalive signed new-connection}
+CONC=${CONC:-1 16 64}
 WARMUP=${WARMUP:-1s}
 REPEAT=${REPEAT:-3}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-if ! command -v nginx >/dev/null; then
-  step "installing nginx (Debian package; its service is not started)"
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v strace >/dev/null || missing+=(strace)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (Debian packages; nginx's service is not started)"
   # Keep apt from starting the packaged service on port 80.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   rm -f /usr/sbin/policy-rc.d
 fi
 
@@ -192,6 +200,30 @@ until curl -s -o /dev/null --cacert "$CA" --cert "$WORK/pki/node-7-cert.pem" --k
 SIDECAR_IDLE=$(rss_kib $SIDECAR_PID)
 NGINX_IDLE=$(tree_rss_kib $NGINX_PID)
 
+# Context switches per second of a process tree at rest (every thread), over 10 s: what
+# an idle proxy costs the machine (timers and tickers that wake it).
+ctxt_total() {
+  local total=0 pid f
+  for pid in $1 $(pgrep -P "$1" || true); do
+    for f in /proc/"$pid"/task/*/status; do
+      total=$((total + $(awk '/voluntary_ctxt_switches/ {s += $2} END {print s + 0}' "$f")))
+    done
+  done
+  echo $total
+}
+idle_wakeups() {
+  local before
+  before=$(ctxt_total "$1")
+  sleep 10
+  echo $(( ($(ctxt_total "$1") - before) / 10 ))
+}
+step "idle wake-ups (10 s each, nothing sent)"
+SIDECAR_WAKEUPS=$(idle_wakeups $SIDECAR_PID)
+SIDECAR_POLICY_WAKEUPS=$(idle_wakeups $SIDECAR_POLICY_PID)
+NGINX_WAKEUPS=$(idle_wakeups $NGINX_PID)
+BASELINE_WAKEUPS=
+[ -n "$BASELINE_PID" ] && BASELINE_WAKEUPS=$(idle_wakeups $BASELINE_PID)
+
 # CPU time (clock ticks, user + system, all threads) of a process and its children.
 cpu_ticks() {
   local total=0
@@ -221,24 +253,50 @@ print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before
     | tee -a "$OUT/results.jsonl" >&2
 }
 
+wants() { [[ " $ROWS " == *" $1 "* ]]; }
 for round in $(seq 1 "$REPEAT"); do
-  step "round $round/$REPEAT: keep-alive, no signature"
-  for c in 1 16 64; do
+  wants keepalive && step "round $round/$REPEAT: keep-alive, no signature"
+  wants keepalive && for c in $CONC; do
     load sidecar "$SIDECAR" $SIDECAR_PID keepalive $c --path /plain
     load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID keepalive $c --path /plain
     if [ -n "$BASELINE_PID" ]; then
       load sidecar-baseline "$BASELINE" $BASELINE_PID keepalive $c --path /plain
     fi
   done
-  step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
-  for c in 16 64; do
+  wants signed && step "round $round/$REPEAT: keep-alive, signed (the sidecar verifies RSA-PSS per request)"
+  wants signed && for c in 16 64; do
     load sidecar-signed "$SIDECAR" $SIDECAR_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
     load sidecar-signed+2-plugins "$SIDECAR_POLICY" $SIDECAR_POLICY_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
   done
-  step "round $round/$REPEAT: a new connection and full handshake per request"
-  load sidecar "$SIDECAR" $SIDECAR_PID new-connection 16 --path /plain
-  load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID new-connection 16 --path /plain
+  if wants new-connection; then
+    step "round $round/$REPEAT: a new connection and full handshake per request"
+    load sidecar "$SIDECAR" $SIDECAR_PID new-connection 16 --path /plain
+    load nginx "127.0.0.1:$NGINX_PORT" $NGINX_PID new-connection 16 --path /plain
+  fi
 done
+
+# Syscalls per keep-alive request at c=1, counted by strace over a short run (strace slows
+# the proxy; only the counts are read).
+SYSCALLS=
+if wants keepalive; then
+  step "syscalls per request (strace -c, keep-alive c=1)"
+  proxies=("sidecar $SIDECAR $SIDECAR_PID" "nginx 127.0.0.1:$NGINX_PORT $NGINX_PID")
+  [ -n "$BASELINE_PID" ] && proxies+=("sidecar-baseline $BASELINE $BASELINE_PID")
+  for who in "${proxies[@]}"; do
+    set -- $who
+    strace -c -f -o "$WORK/strace-$1.txt" $(for p in $3 $(pgrep -P "$3" || true); do echo -p "$p"; done) &
+    STRACE_PID=$!
+    sleep 1 # strace attaches
+    n=$("$BIN/loadgen" --target "$2" --host localhost --ca "$CA" \
+      --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
+      --mode keepalive --concurrency 1 --duration 2s --warmup 0s --label strace --path /plain \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
+    kill -INT $STRACE_PID; wait $STRACE_PID 2>/dev/null || true
+    SYSCALLS+="| $1 | $(awk -v n="$n" '$NF != "total" && $4 ~ /^[0-9]+$/ {
+        t += $4 / n; if ($4 / n >= 0.05) printf "%s %.1f, ", $NF, $4 / n }
+      END { printf "total %.1f", t }' "$WORK/strace-$1.txt") |"$'\n'
+  done
+fi
 
 SIDECAR_LOADED=$(awk '/^VmHWM/ {print $2}' "/proc/$SIDECAR_PID/status")
 NGINX_LOADED=$(tree_rss_kib $NGINX_PID)
@@ -263,6 +321,19 @@ PY
   echo "|---|---|---|"
   echo "| trust-proxy sidecar | $((SIDECAR_IDLE / 1024)) MiB | $((SIDECAR_LOADED / 1024)) MiB (peak, VmHWM) |"
   echo "| nginx master + workers | $((NGINX_IDLE / 1024)) MiB | $((NGINX_LOADED / 1024)) MiB (now) |"
+  echo
+  echo "| process at rest | context switches per second |"
+  echo "|---|---|"
+  echo "| trust-proxy sidecar, no policy set | $SIDECAR_WAKEUPS |"
+  echo "| trust-proxy sidecar, 2-plugin policy set | $SIDECAR_POLICY_WAKEUPS |"
+  echo "| nginx master + workers | $NGINX_WAKEUPS |"
+  [ -n "$BASELINE_WAKEUPS" ] && echo "| baseline sidecar, no policy set | $BASELINE_WAKEUPS |"
+  if [ -n "$SYSCALLS" ]; then
+    echo
+    echo "| proxy | syscalls per keep-alive request at c=1 (strace -c) |"
+    echo "|---|---|"
+    printf '%s' "$SYSCALLS"
+  fi
   echo
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%Y-%m-%d); nginx $(nginx -v 2>&1 | cut -d/ -f2); $REPEAT runs of $DURATION per row."
 } | tee "$OUT/summary.md"
