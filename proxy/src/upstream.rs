@@ -288,6 +288,41 @@ mod tests {
         (addr, accepted)
     }
 
+    /// A raw app on 127.0.0.1 that answers `ok` as soon as it has a request head, counting
+    /// connections. Then it either closes the connection without saying so in the answer
+    /// (`keep_reading` false), or keeps it open, reading and discarding what follows.
+    async fn raw_app(keep_reading: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt as _;
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    if keep_reading {
+                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    } else {
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
     fn ok(_: &str) -> Response<Full<Bytes>> {
         Response::new(Full::new(Bytes::from_static(b"ok")))
     }
@@ -382,30 +417,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_app_that_closes_after_each_answer_fails_no_request() {
-        // A raw app that answers once per connection and closes it without saying
-        // `Connection: close`: the pooled connection is dead when the next request comes.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    use tokio::io::AsyncReadExt as _;
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                let _ = stream.shutdown().await;
-            }
-        });
+        // The pooled connection is dead when the next request comes.
+        let (addr, accepted) = raw_app(false).await;
         let pool = pool(addr, Duration::from_secs(60));
         for i in 1..=4 {
             assert_eq!(read_all(&pool, "/").await, "ok", "request {i}");
@@ -455,6 +468,37 @@ mod tests {
         assert_eq!(second, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_body_comes_back_once_the_body_is_done() {
+        // The app answers at once and reads the body afterwards: the client's connection is
+        // still busy sending when the answer ends, and must come back to the pool only when
+        // its request body is finished.
+        let (addr, accepted) = raw_app(true).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        tx.send(Bytes::from_static(b"part")).await.unwrap();
+        let first = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(http::header::HOST, "app")
+            .body(Unfinished(rx).boxed())
+            .unwrap();
+        let answer = pool.send(first).await.unwrap();
+        assert_eq!(answer.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "a connection still sending was pooled"
+        );
+        // Meanwhile another request gets a connection of its own.
+        assert_eq!(read_all(&pool, "/").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(idle_after_returns(&pool, 1).await, 1);
+        // The first body ends: its connection is ready again and joins the pool.
+        drop(tx);
+        assert_eq!(idle_after_returns(&pool, 2).await, 2);
     }
 
     /// A request body that sends what the channel gives and ends when it closes.
