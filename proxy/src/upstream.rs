@@ -12,16 +12,21 @@
 //! A connection is reused only after its response was read to the end; one whose answer
 //! was abandoned is dropped, which closes it. A request that could not be written because
 //! the pooled connection had closed (the app timed it out) is retried once on a new
-//! connection; one already written is never retried.
+//! connection; one already written is sent again only when it is idempotent, has no body,
+//! and the app closed a connection idle for over a second without answering.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (std's outside tests), so the tests can advance idle time.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -31,6 +36,35 @@ use crate::ingress::UpstreamBody;
 
 /// Idle connections kept per thread at most; more are closed when their answer ends.
 const MAX_IDLE: usize = 512;
+
+/// Idle time after which a reused connection may meet the app closing it, so an idempotent
+/// request without a body sent on it is kept for one more try.
+const RACE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A copy of `request` to send again, if it is idempotent and has no body.
+fn replayable(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    use http::Method;
+    let idempotent = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ];
+    if !idempotent.contains(request.method()) || !request.body().is_end_stream() {
+        return None;
+    }
+    let body = http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed();
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
 
 /// Idle keep-alive connections to one app address (see the module docs).
 pub struct UpstreamPool {
@@ -69,16 +103,27 @@ impl UpstreamPool {
         request: Request<UpstreamBody>,
     ) -> crate::Result<Response<PooledBody>> {
         let mut request = request;
-        if let Some(mut sender) = self.checkout() {
+        if let Some((mut sender, idle_for)) = self.checkout() {
+            // An app may close a keep-alive connection it thinks idle just as a request is
+            // written on it (gunicorn's default keep-alive is 2 s). A request that is
+            // idempotent and has no body can then be sent again (RFC 9110 9.2.2): keep a
+            // copy when the connection has been idle long enough for that race.
+            let replay = (idle_for >= RACE_AFTER_IDLE)
+                .then(|| replayable(&request))
+                .flatten();
             // Usually ready at once; if the app closed the connection meanwhile, this fails
             // and nothing has been sent yet.
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(request).await {
                     Ok(response) => return Ok(self.wrap(response, sender)),
-                    Err(mut e) => match e.take_message() {
+                    Err(mut e) => match (e.take_message(), replay) {
                         // Not written: the connection closed under us. Retry once below.
-                        Some(unsent) => request = unsent,
-                        None => return Err(Error::Upstream(Box::new(e.into_error()))),
+                        (Some(unsent), _) => request = unsent,
+                        // Written, but the app closed without a byte of answer.
+                        (None, Some(copy)) if e.error().is_incomplete_message() => {
+                            request = copy;
+                        }
+                        (None, _) => return Err(Error::Upstream(Box::new(e.into_error()))),
                     },
                 }
             }
@@ -103,13 +148,15 @@ impl UpstreamPool {
         })
     }
 
-    /// The most recently used idle connection that is still open and not idle too long.
-    fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+    /// The most recently used idle connection that is still open and not idle too long,
+    /// and how long it has been idle.
+    fn checkout(&self) -> Option<(SendRequest<UpstreamBody>, Duration)> {
         let now = Instant::now();
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && now.duration_since(entry.since) < self.idle_timeout {
-                return Some(entry.sender);
+            let idle_for = now.duration_since(entry.since);
+            if !entry.sender.is_closed() && idle_for < self.idle_timeout {
+                return Some((entry.sender, idle_for));
             }
         }
         None
@@ -292,6 +339,16 @@ mod tests {
     /// connections. Then it either closes the connection without saying so in the answer
     /// (`keep_reading` false), or keeps it open, reading and discarding what follows.
     async fn raw_app(keep_reading: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        raw_app_answering(keep_reading, usize::MAX).await
+    }
+
+    /// [`raw_app`] that answers only the first `answers` requests of each connection and
+    /// closes the connection on the next one, after reading its head, without a byte of
+    /// answer: an app closing a keep-alive connection it thought idle.
+    async fn raw_app_answering(
+        keep_reading: bool,
+        answers: usize,
+    ) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -301,17 +358,25 @@ mod tests {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     use tokio::io::AsyncReadExt as _;
-                    let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    for answered in 0.. {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        if answered == answers {
+                            return; // drops the connection unanswered
+                        }
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        if answers == usize::MAX {
+                            break;
                         }
                     }
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
                     if keep_reading {
                         while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                     } else {
@@ -499,6 +564,48 @@ mod tests {
         // The first body ends: its connection is ready again and joins the pool.
         drop(tx);
         assert_eq!(idle_after_returns(&pool, 2).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_get_the_app_drops_on_a_long_idle_connection_is_sent_again_once() {
+        let (addr, accepted) = raw_app_answering(true, 1).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        assert_eq!(read_all(&pool, "/").await, "ok");
+        // The connection has been idle past the race threshold when the app drops it.
+        tokio::time::pause();
+        tokio::time::advance(RACE_AFTER_IDLE * 2).await;
+        tokio::time::resume();
+        assert_eq!(read_all(&pool, "/").await, "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "sent again on a new connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_post_with_a_body_the_app_drops_is_never_sent_twice() {
+        let (addr, accepted) = raw_app_answering(true, 1).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        assert_eq!(read_all(&pool, "/").await, "ok");
+        tokio::time::pause();
+        tokio::time::advance(RACE_AFTER_IDLE * 2).await;
+        tokio::time::resume();
+        let post = Request::builder()
+            .method("POST")
+            .uri("/")
+            .header(http::header::HOST, "app")
+            .body(
+                http_body_util::Full::new(Bytes::from_static(b"update"))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+            .unwrap();
+        let Err(e) = pool.send(post).await else {
+            panic!("the app dropped the request, yet an answer came");
+        };
+        assert!(matches!(e, Error::Upstream(_)), "{e}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "a body was sent twice");
     }
 
     /// A request body that sends what the channel gives and ends when it closes.
