@@ -302,12 +302,13 @@ mod tests {
 
     use super::*;
 
-    /// An app on 127.0.0.1 answering every request with `answer(path)`, counting the
-    /// connections it accepted; when `gate` is set, each request waits there first.
-    async fn app(
-        answer: fn(&str) -> Response<Full<Bytes>>,
-        gate: Option<Arc<tokio::sync::Barrier>>,
-    ) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// A listener on 127.0.0.1 serving each connection with `serve` on its own task and
+    /// counting the connections it accepted.
+    async fn listen<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -315,24 +316,36 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let gate = gate.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let gate = gate.clone();
-                        async move {
-                            if let Some(gate) = gate {
-                                gate.wait().await;
-                            }
-                            Ok::<_, std::convert::Infallible>(answer(req.uri().path()))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (addr, accepted)
+    }
+
+    /// An app answering every request with `answer(path)`; when `gate` is set, each request
+    /// waits there first.
+    async fn app(
+        answer: fn(&str) -> Response<Full<Bytes>>,
+        gate: Option<Arc<tokio::sync::Barrier>>,
+    ) -> (SocketAddr, Arc<AtomicUsize>) {
+        listen(move |stream| {
+            let gate = gate.clone();
+            async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let gate = gate.clone();
+                    async move {
+                        if let Some(gate) = gate {
+                            gate.wait().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(answer(req.uri().path()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        })
+        .await
     }
 
     /// A raw app on 127.0.0.1 that answers `ok` as soon as it has a request head, counting
@@ -349,43 +362,34 @@ mod tests {
         keep_reading: bool,
         answers: usize,
     ) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    use tokio::io::AsyncReadExt as _;
-                    let mut buf = [0u8; 1024];
-                    for answered in 0.. {
-                        let mut head = Vec::new();
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        if answered == answers {
-                            return; // drops the connection unanswered
-                        }
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                            .await;
-                        if answers == usize::MAX {
-                            break;
-                        }
+        listen(move |mut stream| async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = [0u8; 1024];
+            for answered in 0.. {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
-                    if keep_reading {
-                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                    } else {
-                        let _ = stream.shutdown().await;
-                    }
-                });
+                }
+                if answered == answers {
+                    return; // drops the connection unanswered
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                if answers == usize::MAX {
+                    break;
+                }
             }
-        });
-        (addr, accepted)
+            if keep_reading {
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            } else {
+                let _ = stream.shutdown().await;
+            }
+        })
+        .await
     }
 
     fn ok(_: &str) -> Response<Full<Bytes>> {
@@ -566,15 +570,21 @@ mod tests {
         assert_eq!(idle_after_returns(&pool, 2).await, 2);
     }
 
-    #[tokio::test]
-    async fn a_get_the_app_drops_on_a_long_idle_connection_is_sent_again_once() {
+    /// A pool holding one connection, idle past the race threshold, that the app will close
+    /// unanswered on the next request it reads.
+    async fn a_connection_the_app_will_drop() -> (Arc<UpstreamPool>, Arc<AtomicUsize>) {
         let (addr, accepted) = raw_app_answering(true, 1).await;
         let pool = pool(addr, Duration::from_secs(60));
         assert_eq!(read_all(&pool, "/").await, "ok");
-        // The connection has been idle past the race threshold when the app drops it.
         tokio::time::pause();
         tokio::time::advance(RACE_AFTER_IDLE * 2).await;
         tokio::time::resume();
+        (pool, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_get_the_app_drops_on_a_long_idle_connection_is_sent_again_once() {
+        let (pool, accepted) = a_connection_the_app_will_drop().await;
         assert_eq!(read_all(&pool, "/").await, "ok");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -585,12 +595,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_post_with_a_body_the_app_drops_is_never_sent_twice() {
-        let (addr, accepted) = raw_app_answering(true, 1).await;
-        let pool = pool(addr, Duration::from_secs(60));
-        assert_eq!(read_all(&pool, "/").await, "ok");
-        tokio::time::pause();
-        tokio::time::advance(RACE_AFTER_IDLE * 2).await;
-        tokio::time::resume();
+        let (pool, accepted) = a_connection_the_app_will_drop().await;
         let post = Request::builder()
             .method("POST")
             .uri("/")
