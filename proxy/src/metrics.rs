@@ -6,6 +6,8 @@
 //! Counters are bumped on the request path; gauges that describe state (certificate
 //! expiry, CRL age, cache counters) are read when `/metrics` is scraped.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder as _, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
@@ -294,16 +296,6 @@ impl Metrics {
         }
     }
 
-    /// Exports a plugin's evaluation series at 0 once its policy set is loaded.
-    pub fn start_plugin_series_at_zero(&self, plugin: &str, shadow: bool) {
-        let shadow = if shadow { "true" } else { "false" };
-        for outcome in ["allow", "deny", "error"] {
-            self.policy_evaluations
-                .with_label_values(&[plugin, outcome, shadow]);
-        }
-        self.policy_duration.with_label_values(&[plugin]);
-    }
-
     /// Counts a refused signature.
     pub fn signature_refused(&self, reason: &str) {
         self.signature_failures.with_label_values(&[reason]).inc();
@@ -361,29 +353,26 @@ fn catch_up(counter: &IntCounter, total: u64) {
 pub struct ShadowMetrics(pub Metrics);
 
 impl policy_host::Observer for ShadowMetrics {
-    fn evaluated(&self, plugin: &str, outcome: &str, _shadow: bool, seconds: f64) {
-        policy_host::Observer::evaluated(&self.0, plugin, outcome, true, seconds);
+    fn plugin(&self, plugin: &str, _shadow: bool) -> Arc<dyn policy_host::Recorder> {
+        policy_host::Observer::plugin(&self.0, plugin, true)
     }
 
     fn reloaded(&self, ok: bool) {
         policy_host::Observer::reloaded(&self.0, ok);
     }
-
-    fn loaded(&self, plugins: &[(&str, bool)]) {
-        for (plugin, _) in plugins {
-            self.0.start_plugin_series_at_zero(plugin, true);
-        }
-    }
 }
 
 impl policy_host::Observer for Metrics {
-    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, seconds: f64) {
-        self.policy_evaluations
-            .with_label_values(&[plugin, outcome, if shadow { "true" } else { "false" }])
-            .inc();
-        self.policy_duration
-            .with_label_values(&[plugin])
-            .observe(seconds);
+    fn plugin(&self, plugin: &str, shadow: bool) -> Arc<dyn policy_host::Recorder> {
+        // Resolving the labelled series here exports them at 0 before the first request.
+        let shadow = if shadow { "true" } else { "false" };
+        Arc::new(PluginRecorder {
+            outcomes: policy_host::Evaluation::ALL.map(|outcome| {
+                self.policy_evaluations
+                    .with_label_values(&[plugin, outcome.label(), shadow])
+            }),
+            duration: self.policy_duration.with_label_values(&[plugin]),
+        })
     }
 
     fn reloaded(&self, ok: bool) {
@@ -391,10 +380,23 @@ impl policy_host::Observer for Metrics {
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
     }
+}
 
-    fn loaded(&self, plugins: &[(&str, bool)]) {
-        for (plugin, shadow) in plugins {
-            self.start_plugin_series_at_zero(plugin, *shadow);
-        }
+/// One plugin's series, resolved when its set is loaded.
+struct PluginRecorder {
+    /// By [`policy_host::Evaluation`], in [`policy_host::Evaluation::ALL`]'s order.
+    outcomes: [IntCounter; 3],
+    duration: Histogram,
+}
+
+impl policy_host::Recorder for PluginRecorder {
+    fn evaluated(&self, outcome: policy_host::Evaluation, seconds: f64) {
+        let i = match outcome {
+            policy_host::Evaluation::Allow => 0,
+            policy_host::Evaluation::Deny => 1,
+            policy_host::Evaluation::Error => 2,
+        };
+        self.outcomes[i].inc();
+        self.duration.observe(seconds);
     }
 }

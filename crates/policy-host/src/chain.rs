@@ -21,13 +21,45 @@ use crate::{Decision, Denial, Request};
 
 /// Receives what the host does, for metrics.
 pub trait Observer: Send + Sync {
-    /// A plugin was evaluated: `outcome` is `allow`, `deny` or `error`.
-    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, seconds: f64);
+    /// The recorder for one plugin of a set about to be put in force (at start or by a
+    /// reload), `shadow` when it is a shadow plugin. Asked once per load, so a request
+    /// records its evaluations on handles already resolved: no label lookup, lock or
+    /// reference count shared by the ingress threads on the request path. An observer can
+    /// export the plugin's series here, before its first request.
+    fn plugin(&self, plugin: &str, shadow: bool) -> Arc<dyn Recorder>;
     /// A reload finished.
     fn reloaded(&self, ok: bool);
-    /// A set was put in force (at start or by a reload): each plugin's name and whether
-    /// it is a shadow one, so an observer can export their series before the first request.
-    fn loaded(&self, _plugins: &[(&str, bool)]) {}
+}
+
+/// Records one plugin's evaluations (see [`Observer::plugin`]).
+pub trait Recorder: Send + Sync {
+    /// The plugin was evaluated in `seconds` with `outcome`.
+    fn evaluated(&self, outcome: Evaluation, seconds: f64);
+}
+
+/// How one evaluation of a plugin ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluation {
+    /// It admitted the request.
+    Allow,
+    /// It refused it.
+    Deny,
+    /// It trapped, ran past its deadline or hit its memory limit.
+    Error,
+}
+
+impl Evaluation {
+    /// Every outcome, in label order.
+    pub const ALL: [Evaluation; 3] = [Evaluation::Allow, Evaluation::Deny, Evaluation::Error];
+
+    /// The metric label: `allow`, `deny` or `error`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Evaluation::Allow => "allow",
+            Evaluation::Deny => "deny",
+            Evaluation::Error => "error",
+        }
+    }
 }
 
 /// An observer that records nothing.
@@ -35,8 +67,14 @@ pub trait Observer: Send + Sync {
 pub struct NoObserver;
 
 impl Observer for NoObserver {
-    fn evaluated(&self, _: &str, _: &str, _: bool, _: f64) {}
+    fn plugin(&self, _: &str, _: bool) -> Arc<dyn Recorder> {
+        Arc::new(NoObserver)
+    }
     fn reloaded(&self, _: bool) {}
+}
+
+impl Recorder for NoObserver {
+    fn evaluated(&self, _: Evaluation, _: f64) {}
 }
 
 /// The answer for one request.
@@ -49,18 +87,8 @@ pub struct Verdict {
 }
 
 struct Chain {
-    plugins: Vec<Plugin>,
-}
-
-impl Chain {
-    fn announce(&self, observer: &dyn Observer) {
-        let plugins: Vec<(&str, bool)> = self
-            .plugins
-            .iter()
-            .map(|p| (p.entry.name.as_str(), p.entry.shadow))
-            .collect();
-        observer.loaded(&plugins);
-    }
+    /// Each plugin with the recorder of its evaluations.
+    plugins: Vec<(Plugin, Arc<dyn Recorder>)>,
 }
 
 /// The policy chain in force and what reloads it.
@@ -89,8 +117,14 @@ impl PolicyHost {
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         start_ticker(&engine);
         let compiled = CompileCache::default();
-        let chain = load_chain(&engine, set_path, plugin_dir, &seen, &compiled)?;
-        chain.announce(observer.as_ref());
+        let chain = load_chain(
+            &engine,
+            set_path,
+            plugin_dir,
+            &seen,
+            &compiled,
+            observer.as_ref(),
+        )?;
         Ok(Self {
             compiled,
             engine,
@@ -118,7 +152,7 @@ impl PolicyHost {
             .load()
             .plugins
             .iter()
-            .map(|p| format!("{}@{}", p.entry.name, p.version))
+            .map(|(p, _)| format!("{}@{}", p.entry.name, p.version))
             .collect()
     }
 
@@ -128,7 +162,7 @@ impl PolicyHost {
         // A guard, not a clone of the Arc: two threads bumping one reference count on
         // every request bounce its cache line between the cores.
         let chain = self.current.load();
-        for plugin in &chain.plugins {
+        for (plugin, recorder) in &chain.plugins {
             let entry = &plugin.entry;
             if !entry.routes.is_empty()
                 && !entry
@@ -140,24 +174,19 @@ impl PolicyHost {
             }
             let started = Instant::now();
             let outcome = plugin.call(request);
-            let (label, denial) = match outcome {
-                Outcome::Decided(Decision::Allow) => ("allow", None),
-                Outcome::Decided(Decision::Deny(d)) => ("deny", Some(d)),
+            let (counted, denial) = match outcome {
+                Outcome::Decided(Decision::Allow) => (Evaluation::Allow, None),
+                Outcome::Decided(Decision::Deny(d)) => (Evaluation::Deny, Some(d)),
                 Outcome::Failed(why) => {
                     tracing::warn!(plugin = %entry.name, version = %plugin.version, reason = %why, fail_open = entry.fail_open, "policy plugin failed");
                     let denial = (!entry.fail_open).then(|| Denial {
                         status: 403,
                         reason: "refused by policy".into(),
                     });
-                    ("error", denial)
+                    (Evaluation::Error, denial)
                 }
             };
-            self.observer.evaluated(
-                &entry.name,
-                label,
-                entry.shadow,
-                started.elapsed().as_secs_f64(),
-            );
+            recorder.evaluated(counted, started.elapsed().as_secs_f64());
             if let Some(denial) = denial {
                 if entry.shadow {
                     tracing::info!(plugin = %entry.name, version = %plugin.version, reason = %denial.reason, path = %request.path, "shadow policy would deny");
@@ -185,11 +214,11 @@ impl PolicyHost {
             &self.plugin_dir,
             &self.seen,
             &self.compiled,
+            self.observer.as_ref(),
         ) {
             Ok(chain) => {
-                let in_use: Vec<[u8; 32]> = chain.plugins.iter().map(|p| p.digest).collect();
+                let in_use: Vec<[u8; 32]> = chain.plugins.iter().map(|(p, _)| p.digest).collect();
                 self.compiled.retain(&in_use);
-                chain.announce(self.observer.as_ref());
                 self.current.store(Arc::new(chain));
                 self.observer.reloaded(true);
                 tracing::info!(set = %self.set_path.display(), plugins = ?self.plugins(), took = ?started.elapsed(), "policy set reloaded");
@@ -266,6 +295,7 @@ fn load_chain(
     plugin_dir: &Path,
     seen: &Arc<SeenStore>,
     compiled: &CompileCache,
+    observer: &dyn Observer,
 ) -> Result<Chain> {
     let set = PolicySet::load(set_path, plugin_dir)?;
     let plugins = set
@@ -273,6 +303,14 @@ fn load_chain(
         .into_iter()
         .map(|entry| Plugin::load(engine, entry, Arc::clone(seen), compiled))
         .collect::<Result<Vec<_>>>()?;
+    // Recorders only once the whole set has loaded: a refused set exports nothing.
+    let plugins = plugins
+        .into_iter()
+        .map(|p| {
+            let recorder = observer.plugin(&p.entry.name, p.entry.shadow);
+            (p, recorder)
+        })
+        .collect();
     Ok(Chain { plugins })
 }
 

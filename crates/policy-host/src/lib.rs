@@ -29,7 +29,7 @@ pub mod plugin;
 pub mod seen;
 pub mod set;
 
-pub use chain::{Observer, PolicyHost, Verdict};
+pub use chain::{Evaluation, Observer, PolicyHost, Recorder, Verdict};
 pub use error::{Error, Result};
 pub use plugin::bindings::sovereign::policy::types::{
     Decision, Denial, Peer, Request, SignatureFacts,

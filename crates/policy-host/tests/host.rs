@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use policy_host::seen::SeenStore;
 use policy_host::{
-    BUILT_PLUGIN_DIR, Decision, Observer, Peer, PolicyHost, Request, SignatureFacts, Verdict,
+    BUILT_PLUGIN_DIR, Decision, Evaluation, Observer, Peer, PolicyHost, Recorder, Request,
+    SignatureFacts, Verdict,
 };
 
 fn built(name: &str) -> PathBuf {
@@ -66,17 +67,35 @@ impl Folder {
 
 #[derive(Default)]
 struct Counts {
-    evaluated: Mutex<Vec<(String, String, bool)>>,
+    evaluated: Arc<Mutex<Vec<(String, String, bool)>>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
 
+/// One plugin's evaluations, pushed into its [`Counts`].
+struct PluginCounts {
+    plugin: String,
+    shadow: bool,
+    evaluated: Arc<Mutex<Vec<(String, String, bool)>>>,
+}
+
+impl Recorder for PluginCounts {
+    fn evaluated(&self, outcome: Evaluation, _: f64) {
+        self.evaluated.lock().unwrap().push((
+            self.plugin.clone(),
+            outcome.label().into(),
+            self.shadow,
+        ));
+    }
+}
+
 impl Observer for Counts {
-    fn evaluated(&self, plugin: &str, outcome: &str, shadow: bool, _: f64) {
-        self.evaluated
-            .lock()
-            .unwrap()
-            .push((plugin.into(), outcome.into(), shadow));
+    fn plugin(&self, plugin: &str, shadow: bool) -> Arc<dyn Recorder> {
+        Arc::new(PluginCounts {
+            plugin: plugin.into(),
+            shadow,
+            evaluated: Arc::clone(&self.evaluated),
+        })
     }
     fn reloaded(&self, ok: bool) {
         if ok {
