@@ -40,7 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
-step "release build (trust-proxy, loadgen)"
+step "release build (trust-proxy, loadgen; the policy plugins need the wasm32-wasip2 target)"
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build --release --locked -q -p trust-proxy -p loadgen
 BIN=$PWD/target/release
 OUT=$PWD/target/bench-proxy

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d -t trust-demo.XXXXXX)}
 mkdir -p "$work"
-echo "==> building trust-proxy (release)"
+echo "==> building trust-proxy (release; the policy plugins need the wasm32-wasip2 target)"
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 cargo build -q --release --bin trust-proxy
 tp() { target/release/trust-proxy "$@"; }
 ca="$work/ca"
