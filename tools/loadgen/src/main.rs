@@ -89,8 +89,9 @@ struct Shared {
     args: Args,
     tls: TlsConnector,
     signer: Option<MessageSigner>,
-    presigned: Vec<Vec<(&'static str, String)>>,
-    next: std::sync::atomic::AtomicUsize,
+    /// Ready header sets (Host and the signature), cloned per request: cloning shares
+    /// the value bytes, so a request costs the client no allocation per header.
+    presigned: Vec<http::HeaderMap>,
     body: Bytes,
 }
 
@@ -160,14 +161,20 @@ async fn run(args: Args) -> Result<String, String> {
     if let Some(signer) = &signer {
         let method = if body.is_empty() { "GET" } else { "POST" };
         for _ in 0..args.presign {
-            presigned.push(sign(signer, method, &args.host, &args.path, &body)?);
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::HOST, header_value(&args.host)?);
+            for (k, v) in sign(signer, method, &args.host, &args.path, &body)? {
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| format!("header name {k:?}: {e}"))?;
+                headers.insert(name, header_value(&v)?);
+            }
+            presigned.push(headers);
         }
     }
     let shared = Arc::new(Shared {
         tls: TlsConnector::from(Arc::new(config)),
         signer,
         presigned,
-        next: std::sync::atomic::AtomicUsize::new(0),
         body,
         args,
     });
@@ -175,9 +182,9 @@ async fn run(args: Args) -> Result<String, String> {
     let measure_from = start + shared.args.warmup;
     let end = measure_from + shared.args.duration;
     let mut workers = Vec::new();
-    for _ in 0..shared.args.concurrency {
+    for id in 0..shared.args.concurrency {
         let shared = Arc::clone(&shared);
-        workers.push(tokio::spawn(worker(shared, measure_from, end)));
+        workers.push(tokio::spawn(worker(shared, id, measure_from, end)));
     }
     let mut total =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
@@ -232,6 +239,10 @@ fn sign(
         .collect())
 }
 
+fn header_value(v: &str) -> Result<http::HeaderValue, String> {
+    http::HeaderValue::from_str(v).map_err(|e| format!("header value {v:?}: {e}"))
+}
+
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 async fn connect(shared: &Shared) -> Result<Sender, String> {
@@ -252,7 +263,9 @@ async fn connect(shared: &Shared) -> Result<Sender, String> {
     Ok(send)
 }
 
-async fn one_request(shared: &Shared, send: &mut Sender) -> Result<bool, String> {
+/// Sends one request; `turn` picks the presigned header set (each worker counts its own,
+/// so workers share no counter).
+async fn one_request(shared: &Shared, send: &mut Sender, turn: usize) -> Result<bool, String> {
     let method = if shared.body.is_empty() {
         "GET"
     } else {
@@ -260,16 +273,13 @@ async fn one_request(shared: &Shared, send: &mut Sender) -> Result<bool, String>
     };
     let mut request = http::Request::builder()
         .method(method)
-        .uri(&shared.args.path)
-        .header(http::header::HOST, &shared.args.host);
+        .uri(&shared.args.path);
     if !shared.presigned.is_empty() {
-        let i = shared
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for (k, v) in &shared.presigned[i % shared.presigned.len()] {
-            request = request.header(*k, v);
+        if let Some(headers) = request.headers_mut() {
+            *headers = shared.presigned[turn % shared.presigned.len()].clone();
         }
     } else if let Some(signer) = &shared.signer {
+        request = request.header(http::header::HOST, &shared.args.host);
         for (k, v) in sign(
             signer,
             method,
@@ -279,6 +289,8 @@ async fn one_request(shared: &Shared, send: &mut Sender) -> Result<bool, String>
         )? {
             request = request.header(k, v);
         }
+    } else {
+        request = request.header(http::header::HOST, &shared.args.host);
     }
     let request = request
         .body(Full::new(shared.body.clone()))
@@ -297,20 +309,24 @@ async fn one_request(shared: &Shared, send: &mut Sender) -> Result<bool, String>
     Ok(ok)
 }
 
-async fn worker(shared: Arc<Shared>, measure_from: Instant, end: Instant) -> Tally {
+async fn worker(shared: Arc<Shared>, id: usize, measure_from: Instant, end: Instant) -> Tally {
     let mut tally = Tally {
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3).ok(),
         ..Tally::default()
     };
     let mut conn: Option<Sender> = None;
+    // Workers start at different header sets, so concurrent requests carry different
+    // signatures, as real clients' would.
+    let mut turn = id.wrapping_mul(7919);
     while Instant::now() < end {
+        turn = turn.wrapping_add(1);
         let started = Instant::now();
         let result = async {
             let mut send = match conn.take() {
                 Some(s) => s,
                 None => connect(&shared).await?,
             };
-            let ok = one_request(&shared, &mut send).await?;
+            let ok = one_request(&shared, &mut send, turn).await?;
             if shared.args.mode == Mode::Keepalive {
                 conn = Some(send);
             }
