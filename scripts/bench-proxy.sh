@@ -3,8 +3,9 @@
 # TLS with the same CA and CRL in front of the same fast static upstream (a separate
 # one-worker nginx answering `200 ok`), driven by tools/loadgen with real client
 # certificates. Reports req/s and p50/p99/p99.9 per mode and concurrency, handshakes/s, and
-# the sidecar's and nginx's RSS idle and after load, and each proxy's own CPU time per
-# request (user + system, all threads and workers).
+# the sidecar's and nginx's RSS idle and after load, and the CPU time per request (user +
+# system, all threads and workers) of each proxy, of the load generator and of the
+# upstream: the three share the cores, so together they show where a row's cores went.
 #
 #   scripts/bench-proxy.sh            # ~3 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
@@ -12,8 +13,9 @@
 #                                     # only some rows (keepalive signed new-connection) and
 #                                     # keep-alive concurrencies (default "1 16 64")
 #   BASELINE_BIN=/path/to/older/trust-proxy scripts/bench-proxy.sh
-#                                     # adds that build's sidecar to the unsigned rows, so a
-#                                     # change is measured against its parent in one run
+#                                     # adds that build's sidecar to the unsigned rows and
+#                                     # its chain sidecar to the signed rows, so a change is
+#                                     # measured against its parent in one run
 #
 # Every row runs REPEAT times (default 3), the sidecar and nginx alternating, and the
 # table shows the median of each figure: run-to-run noise on a shared 2-core VM is larger
@@ -103,7 +105,8 @@ http {
 }
 EOF
 nginx -c "$WORK/upstream.conf" -p "$WORK" &
-PIDS+=($!)
+UPSTREAM_PID=$!
+PIDS+=($UPSTREAM_PID)
 
 step "trust-proxy sidecar (node 1, enrolled with the authority)"
 cat > "$WORK/sidecar.toml" <<EOF
@@ -160,6 +163,10 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   step "a baseline sidecar (node 3) from $BASELINE_BIN"
   derive_config sidecar-baseline 3
   start_sidecar sidecar-baseline "$BASELINE_BIN" BASELINE
+  step "a baseline sidecar (node 4) with the same policy chain"
+  derive_config sidecar-policy-baseline 4
+  sed -n '/^\[policy\]/,$p' "$WORK/sidecar-policy.toml" >> "$WORK/sidecar-policy-baseline.toml"
+  start_sidecar sidecar-policy-baseline "$BASELINE_BIN" BASELINE_POLICY
 fi
 
 step "nginx doing mTLS + CRL (worker_processes auto)"
@@ -238,8 +245,9 @@ TICK_HZ=$(getconf CLK_TCK)
 # the upstream share: req/s there also measures who won the cores.
 load() { # label target pid-of-the-proxy mode concurrency [extra...]
   local label=$1 target=$2 pid=$3 mode=$4 conc=$5; shift 5
-  local before result
+  local before up_before result
   before=$(cpu_ticks "$pid")
+  up_before=$(cpu_ticks "$UPSTREAM_PID")
   result=$("$BIN/loadgen" --target "$target" --host localhost --ca "$CA" \
     --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
     --mode "$mode" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP" \
@@ -247,10 +255,12 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
   # The warm-up's requests are not counted by loadgen; assume the same rate for them.
   python3 -c '
 import json, sys
-r = json.loads(sys.argv[1]); ticks, hz, warm = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+r = json.loads(sys.argv[1]); ticks, up, hz, warm = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 total = r["requests"] * (r["duration_s"] + warm) / r["duration_s"]
 r["cpu_us_per_req"] = round(ticks / hz * 1e6 / max(total, 1), 1)
-print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before )) "$TICK_HZ" "${WARMUP%s}" \
+r["upstream_cpu_us_per_req"] = round(up / hz * 1e6 / max(total, 1), 1)
+print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before )) \
+    $(( $(cpu_ticks "$UPSTREAM_PID") - up_before )) "$TICK_HZ" "${WARMUP%s}" \
     | tee -a "$OUT/results.jsonl" >&2
 }
 
@@ -268,6 +278,9 @@ for round in $(seq 1 "$REPEAT"); do
   wants signed && for c in 16 64; do
     load sidecar-signed "$SIDECAR" $SIDECAR_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
     load sidecar-signed+2-plugins "$SIDECAR_POLICY" $SIDECAR_POLICY_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+    if [ -n "$BASELINE_PID" ]; then
+      load sidecar-baseline-signed+2-plugins "$BASELINE_POLICY" $BASELINE_POLICY_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
+    fi
   done
   if wants new-connection; then
     step "round $round/$REPEAT: a new connection and full handshake per request"
@@ -303,8 +316,8 @@ SIDECAR_LOADED=$(awk '/^VmHWM/ {print $2}' "/proc/$SIDECAR_PID/status")
 NGINX_LOADED=$(tree_rss_kib $NGINX_PID)
 
 {
-  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | proxy CPU us/req | errors+non-2xx |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | proxy CPU us/req | client CPU us/req | upstream CPU us/req | errors+non-2xx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   python3 - "$OUT/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = {}
@@ -315,7 +328,7 @@ for (label, mode, signed, conc), runs in rows.items():
     med = lambda k: statistics.median(x[k] for x in runs)
     rps = [x['rps'] for x in runs]
     bad = sum(x['errors'] + x['non_2xx'] for x in runs)
-    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('cpu_us_per_req'):.1f} | {bad} |")
+    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('cpu_us_per_req'):.1f} | {med('client_cpu_us_per_req'):.1f} | {med('upstream_cpu_us_per_req'):.1f} | {bad} |")
 PY
   echo
   echo "| process | idle RSS | RSS after load |"
