@@ -9,6 +9,9 @@
 //! and HTTP/2 streams are bounded, and bodies are buffered (bounded) only where the
 //! signature's body digest needs them; otherwise they stream with a size cap.
 //!
+//! Threads: [`serve_on_threads`] runs one event loop per core; every thread accepts, and
+//! [`crate::placement`] gives each new connection to the thread serving the fewest.
+//!
 //! One path normalisation ([`normalise_path`]) serves route matching, policies and the
 //! forwarded request, so what a policy approved is what the app receives.
 
@@ -31,7 +34,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use trust_core::signature::{self, verify_request};
@@ -40,6 +44,7 @@ use trust_core::{
 };
 
 use crate::metrics::Metrics;
+use crate::placement::{Arrival, Counted, Placement};
 use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
 use crate::tls::TrustClientVerifier;
 use crate::upstream::UpstreamPool;
@@ -201,8 +206,10 @@ impl Ingress {
 
 /// Serves `listener` on `threads` OS threads, each with its own single-threaded runtime
 /// and its own [`Ingress::worker`] (thread per core, as nginx runs a worker per core: a
-/// connection, its requests and their upstream connections never cross threads). Returns
-/// when every thread has drained after `shutdown`.
+/// connection, its requests and their upstream connections never cross threads). Every
+/// thread accepts, and [`Placement`] hands each new connection to the thread serving the
+/// fewest, so connections opened in a burst still spread over the cores. Returns when
+/// every thread has drained after `shutdown`.
 pub async fn serve_on_threads(
     listener: TcpListener,
     ingress: Arc<Ingress>,
@@ -211,7 +218,7 @@ pub async fn serve_on_threads(
 ) -> std::io::Result<()> {
     let std_listener = listener.into_std()?;
     let mut handles = Vec::new();
-    for i in 0..threads.max(1) {
+    for (i, placed) in Placement::for_threads(threads).into_iter().enumerate() {
         let listener = std_listener.try_clone()?;
         let worker = Arc::new(ingress.worker());
         let shutdown = shutdown.clone();
@@ -224,7 +231,7 @@ pub async fn serve_on_threads(
                 .spawn(move || {
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
-                            Ok(l) => serve(l, worker, shutdown).await,
+                            Ok(l) => serve_placed(l, worker, shutdown, Some(placed)).await,
                             Err(e) => tracing::error!(error = %e, "ingress worker cannot listen"),
                         }
                     });
@@ -244,44 +251,184 @@ pub async fn serve_on_threads(
 /// Accepts mTLS connections until `shutdown`, serving each with [`handle`]; then stops
 /// accepting and lets in-flight requests finish for up to `settings.drain`.
 pub async fn serve(listener: TcpListener, ingress: Arc<Ingress>, shutdown: CancellationToken) {
+    serve_placed(listener, ingress, shutdown, None).await;
+}
+
+/// What woke the accept loop.
+enum Next {
+    /// This thread accepted a connection (holding its slot under the limit).
+    Accepted(OwnedSemaphorePermit, tokio::net::TcpStream, SocketAddr),
+    /// Another thread accepted one for this thread to serve.
+    HandedOver(Arrival),
+    /// No other thread can hand connections over any more.
+    InboxClosed,
+}
+
+/// [`serve`], and with `placed` one of [`serve_on_threads`]'s threads: connections it
+/// accepts may be handed to a less busy thread, and connections other threads hand over
+/// arrive in its inbox.
+async fn serve_placed(
+    listener: TcpListener,
+    ingress: Arc<Ingress>,
+    shutdown: CancellationToken,
+    placed: Option<(Placement, UnboundedReceiver<Arrival>)>,
+) {
     let graceful = GracefulShutdown::new();
+    let (placement, mut inbox) = match placed {
+        Some((placement, inbox)) => (Some(placement), Some(inbox)),
+        None => (None, None),
+    };
+    // This thread's share of the open connections, when it is one of several.
+    let on_thread = placement.as_ref().map(|p| {
+        ingress
+            .metrics
+            .thread_connections
+            .with_label_values(&[p.me().to_string()])
+    });
     loop {
-        // Take a connection slot before accepting: at the limit, clients wait in the
-        // kernel's backlog and cost us nothing.
-        let permit = tokio::select! {
+        // Both branches are cancel-safe: a slot taken by a losing branch is returned, and
+        // `accept` and `recv` lose nothing when dropped. The slot is taken before
+        // accepting: at the limit, clients wait in the kernel's backlog and cost nothing.
+        let next = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
-            p = Arc::clone(&ingress.connections).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+            arrival = next_arrival(&mut inbox) => match arrival {
+                Some(arrival) => Next::HandedOver(arrival),
+                None => Next::InboxClosed,
             },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            accepted = accept_with_slot(&listener, &ingress.connections) => match accepted {
+                Ok(Some((permit, stream, peer))) => Next::Accepted(permit, stream, peer),
+                Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     continue;
                 }
             },
         };
+        let (permit, stream, peer, counted) = match next {
+            Next::InboxClosed => {
+                inbox = None;
+                continue;
+            }
+            Next::HandedOver(a) => match tokio::net::TcpStream::from_std(a.stream) {
+                Ok(stream) => (a.permit, stream, a.peer, Some(a.counted)),
+                Err(e) => {
+                    tracing::warn!(error = %e, peer = %a.peer, "cannot take over a connection from another ingress thread");
+                    continue;
+                }
+            },
+            Next::Accepted(permit, stream, peer) => match &placement {
+                None => (permit, stream, peer, None),
+                Some(placement) => {
+                    let (thread, counted) = placement.claim();
+                    if thread == placement.me() {
+                        (permit, stream, peer, Some(counted))
+                    } else {
+                        match hand_over(placement, thread, permit, stream, peer, counted) {
+                            Ok(()) => continue,
+                            Err(back) => (back.permit, back.stream, back.peer, Some(back.counted)),
+                        }
+                    }
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let ingress = Arc::clone(&ingress);
         let watcher = graceful.watcher();
+        let on_thread = on_thread.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, counted);
             ingress.metrics.connections.inc();
+            if let Some(g) = &on_thread {
+                g.inc();
+            }
             serve_connection(&ingress, stream, peer, watcher).await;
+            if let Some(g) = &on_thread {
+                g.dec();
+            }
             ingress.metrics.connections.dec();
         });
     }
     drop(listener);
+    // Threads still accepting now serve their connections themselves.
+    drop(inbox);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("ingress drained"),
         _ = tokio::time::sleep(ingress.settings.drain) => {
             tracing::warn!(grace = ?ingress.settings.drain, "ingress drain timed out; closing the remaining connections");
         }
     }
+}
+
+/// The next connection another thread handed over; `None` once none can come. Without
+/// an inbox (a lone [`serve`]), never ready.
+async fn next_arrival(inbox: &mut Option<UnboundedReceiver<Arrival>>) -> Option<Arrival> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A slot under the connection limit, then a connection; `Ok(None)` when the limit's
+/// semaphore is closed (never, in practice: nothing closes it).
+async fn accept_with_slot(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> std::io::Result<Option<(OwnedSemaphorePermit, tokio::net::TcpStream, SocketAddr)>> {
+    let Ok(permit) = Arc::clone(connections).acquire_owned().await else {
+        return Ok(None);
+    };
+    let (stream, peer) = listener.accept().await?;
+    Ok(Some((permit, stream, peer)))
+}
+
+/// Moves a connection this thread accepted to `thread`'s reactor and inbox; gives it back
+/// (as a stream of this thread again) when that fails, for this thread to serve.
+fn hand_over(
+    placement: &Placement,
+    thread: usize,
+    permit: OwnedSemaphorePermit,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    counted: Counted,
+) -> Result<(), Returned> {
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            // Deregistering failed; the socket is gone with the error.
+            tracing::warn!(error = %e, %peer, "cannot hand a connection to another ingress thread");
+            return Ok(());
+        }
+    };
+    let arrival = Arrival {
+        stream: std_stream,
+        peer,
+        permit,
+        counted,
+    };
+    match placement.hand_over(thread, arrival) {
+        Ok(()) => Ok(()),
+        Err(back) => match tokio::net::TcpStream::from_std(back.stream) {
+            Ok(stream) => Err(Returned {
+                permit: back.permit,
+                stream,
+                peer: back.peer,
+                counted: back.counted,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot serve a connection another ingress thread refused");
+                Ok(())
+            }
+        },
+    }
+}
+
+/// A connection [`hand_over`] could not place, back on this thread.
+struct Returned {
+    permit: OwnedSemaphorePermit,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    counted: Counted,
 }
 
 async fn serve_connection(

@@ -16,6 +16,7 @@
 //! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, path normalisation, signature, policy, identity headers, forwarding |
+//! | [`placement`] | which ingress thread serves a new connection: the one serving the fewest |
 //! | [`upstream`] | the ingress's keep-alive connections to the local app, one pool per ingress thread |
 //! | [`egress`] | the outbound forward proxy: `HTTP_PROXY` in, signed mTLS out |
 //! | [`policy`] | the admission step: the interface, allow-all, the Wasm policy chain |
@@ -38,6 +39,7 @@ pub mod error;
 pub mod ingress;
 pub mod metrics;
 pub mod offline;
+pub mod placement;
 pub mod policy;
 pub mod policy_cli;
 pub mod serve;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use prometheus::{
     Encoder as _, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the sidecar exports.
@@ -29,6 +29,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Open inbound connections.
     pub connections: IntGauge,
+    /// Open inbound connections by the ingress thread serving them (`thread`: 0, 1, ...):
+    /// shows whether connections are spread over the cores.
+    pub thread_connections: IntGaugeVec,
     /// Certificate renewals and reloads by result.
     pub rotations: IntCounterVec,
     /// Failed CRL polls.
@@ -213,6 +216,17 @@ impl Metrics {
                 &["direction", "kind"],
             ),
             connections: int_gauge("tpm_connections_active", "Open inbound connections"),
+            thread_connections: {
+                let g = must(IntGaugeVec::new(
+                    Opts::new(
+                        "tpm_ingress_thread_connections",
+                        "Open inbound connections by the ingress thread serving them",
+                    ),
+                    &["thread"],
+                ));
+                must(registry.register(Box::new(g.clone())));
+                g
+            },
             rotations: counter_vec(
                 "tpm_certificate_rotations_total",
                 "Own certificate renewals and reloads by result (renewed, reloaded, failed)",

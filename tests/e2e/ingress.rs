@@ -98,6 +98,22 @@ async fn start_node() -> Node {
 
 /// A node whose ingress settings `customise` may change (limits, timeouts, the upstream).
 pub(crate) async fn start_node_with(customise: impl FnOnce(&mut IngressSettings)) -> Node {
+    start(customise, None).await.0
+}
+
+/// A node whose ingress runs on `threads` threads as `trust-proxy run` does; also returns
+/// the ingress task, which ends once the node is stopped and every thread has drained.
+async fn start_node_on_threads(
+    threads: usize,
+) -> (Node, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (node, task) = start(|_| {}, Some(threads)).await;
+    (node, task.unwrap())
+}
+
+async fn start(
+    customise: impl FnOnce(&mut IngressSettings),
+    threads: Option<usize>,
+) -> (Node, Option<tokio::task::JoinHandle<std::io::Result<()>>>) {
     let stop = CancellationToken::new();
     let app_hits = Arc::new(AtomicUsize::new(0));
     let upstream = start_app(Arc::clone(&app_hits), stop.clone()).await;
@@ -126,19 +142,28 @@ pub(crate) async fn start_node_with(customise: impl FnOnce(&mut IngressSettings)
         metrics.clone(),
     )
     .unwrap();
-    tokio::spawn(trust_proxy::ingress::serve(
-        listener,
-        Arc::new(ingress),
-        stop.clone(),
-    ));
-    Node {
+    let ingress = Arc::new(ingress);
+    let task = match threads {
+        None => {
+            tokio::spawn(trust_proxy::ingress::serve(listener, ingress, stop.clone()));
+            None
+        }
+        Some(n) => Some(tokio::spawn(trust_proxy::ingress::serve_on_threads(
+            listener,
+            ingress,
+            stop.clone(),
+            n,
+        ))),
+    };
+    let node = Node {
         authority,
         addr,
         cache,
         app_hits,
         metrics,
         stop,
-    }
+    };
+    (node, task)
 }
 
 /// A rustls client configuration presenting `client`'s certificate, trusting the test root.
@@ -265,6 +290,58 @@ async fn a_peer_revoked_during_a_keep_alive_connection_is_refused_on_its_next_re
         1,
         "the app never saw the refused request"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_over_ingress_threads_are_served_revoked_and_drained_like_any() {
+    // Three threads, twelve connections: whichever thread accepts one, it is served by
+    // the thread serving the fewest, often another thread's event loop, and must work
+    // there as if accepted there, see revocation through the shared trust cache, and
+    // drain on stop.
+    let (node, ingress) = start_node_on_threads(3).await;
+    let (good, revoked) = (PKI.node(5), PKI.node(6));
+    let mut conns = Vec::new();
+    for i in 0..12 {
+        let who = if i % 2 == 0 { &good } else { &revoked };
+        conns.push((i % 2 == 0, connect(&node, who).await));
+    }
+    assert_eq!(node.metrics.connections.get(), 12);
+    let per_thread = |node: &Node| -> Vec<i64> {
+        (0..3)
+            .map(|t| {
+                node.metrics
+                    .thread_connections
+                    .with_label_values(&[t.to_string()])
+                    .get()
+            })
+            .collect()
+    };
+    // Each connection is placed when accepted, before its handshake, so by now the
+    // twelve are spread exactly, whichever threads happened to accept them.
+    assert_eq!(per_thread(&node), [4, 4, 4]);
+    for (_, conn) in &mut conns {
+        for path in ["/a", "/b"] {
+            let (code, body) = send(conn, &node, path, b"", &[]).await;
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 24);
+    node.cache
+        .install_crl(crl(&[&revoked.cert.serial], 2))
+        .unwrap();
+    for (is_good, conn) in &mut conns {
+        let (code, body) = send(conn, &node, "/c", b"", &[]).await;
+        assert_eq!(code, if *is_good { 200 } else { 403 }, "{body}");
+    }
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 30);
+    drop(conns);
+    node.stop.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(30), ingress)
+        .await
+        .expect("every ingress thread drains once its connections close");
+    drained.unwrap().unwrap();
+    assert_eq!(node.metrics.connections.get(), 0);
+    assert_eq!(per_thread(&node), [0, 0, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
