@@ -780,7 +780,7 @@ pub async fn handle(
             return refused(
                 "refused_signature",
                 StatusCode::UNAUTHORIZED,
-                "message signature refused",
+                "a signed request needs a client certificate: the signature is bound to the TLS peer",
             );
         };
         let raw_target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -801,7 +801,7 @@ pub async fn handle(
                 return refused(
                     "refused_signature",
                     StatusCode::UNAUTHORIZED,
-                    "message signature refused",
+                    signature_refusal(&r),
                 );
             }
         }
@@ -975,6 +975,24 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What a client is told when its message signature is refused: what to fix where that is
+/// the client's own clock or set-up, and no more than "refused" where telling more would
+/// only help a forger (which check failed stays in the metric label and the log).
+fn signature_refusal(rejection: &trust_core::SignatureRejection) -> &'static str {
+    use trust_core::SignatureRejection as R;
+    match rejection {
+        R::MissingHeader(_) => {
+            "this route requires a message signature; the sending node's sidecar adds it \
+             (HTTP_PROXY)"
+        }
+        R::Stale { .. } | R::Future { .. } => {
+            "the message signature's timestamp is outside the accepted window: check the \
+             sending node's clock"
+        }
+        _ => "message signature refused",
+    }
+}
+
 /// The five signature headers; a duplicated one is refused (two values could be read
 /// differently by the signer and the verifier).
 fn signature_headers(headers: &HeaderMap) -> Result<ReceivedHeaders<'_>, String> {
@@ -1033,7 +1051,31 @@ mod tests {
 
     use std::time::Duration;
 
-    use super::{PathRejection, normalise_path, within};
+    use super::{PathRejection, normalise_path, signature_refusal, within};
+
+    #[test]
+    fn a_refused_signature_tells_the_sender_what_it_can_fix_and_a_forger_nothing() {
+        use trust_core::SignatureRejection as R;
+        let forged = signature_refusal(&R::BadSignature);
+        for hidden in [
+            R::BadSignature,
+            R::SaltLength,
+            R::SignerNotPeer,
+            R::FingerprintMismatch,
+            R::DestinationMismatch,
+            R::Replayed,
+        ] {
+            assert_eq!(signature_refusal(&hidden), forged, "{hidden:?}");
+        }
+        assert_eq!(forged, "message signature refused");
+        assert!(signature_refusal(&R::Stale { age: 400 }).contains("clock"));
+        assert!(signature_refusal(&R::Future { ahead: 400 }).contains("clock"));
+        assert!(!signature_refusal(&R::Stale { age: 400 }).contains("400"));
+        assert!(
+            signature_refusal(&R::MissingHeader("x-signature"))
+                .contains("requires a message signature")
+        );
+    }
 
     #[test]
     fn paths_are_normalised_once_and_ambiguous_spellings_are_refused() {

@@ -3,7 +3,7 @@
 //! HTTP (ambiguous framing, huge and slow heads, slow bodies, odd request targets) and the
 //! app misbehaving (hanging, resetting). Each test asserts the refusal, its reason where
 //! the sidecar counts one, that the app was not called, and that the next good request
-//! still succeeds.
+//! still succeeds; one reads every refusal's body for what it must not tell a client.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::ingress::{Node, PKI, connect, connect_tls, send, signed, start_node_with};
+use crate::ingress::{Node, PKI, connect, connect_tls, crl, send, signed, start_node_with};
 
 /// Reads until the peer closes (or `limit` passes, which fails the test): what a refused
 /// client sees.
@@ -561,4 +561,185 @@ async fn a_client_chain_padded_with_junk_or_loops_is_judged_by_its_leaf_and_a_hu
     );
     still_serves(&node).await;
     all_connections_released(&node).await;
+}
+
+/// The message of a refusal in `raw` (a whole HTTP/1.1 response): checks that it is the
+/// sidecar's JSON shape, `{"error": "..."}` and nothing else, and that the message tells a
+/// client what was wrong without telling it anything of the inside: no addresses of the
+/// app, no OS or library error text, no source paths, no panic, no certificate serial.
+fn refusal_message(raw: &[u8], case: &str, secrets: &[&str]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{case}: no complete response: {text}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ncontent-type: application/json"),
+        "{case}: {head}"
+    );
+    let value: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{case}: body is not JSON ({e}): {body}"));
+    let object = value.as_object().expect("a JSON object");
+    assert_eq!(object.len(), 1, "{case}: only the error field: {body}");
+    let message = object["error"]
+        .as_str()
+        .expect("a string message")
+        .to_owned();
+    assert!(
+        !message.is_empty() && message.len() <= 120,
+        "{case}: {message:?}"
+    );
+    let internal = [
+        "os error",
+        "Error",
+        "error:",
+        "::",
+        "src/",
+        "/tmp",
+        "panicked",
+        "127.0.0.1",
+        "{",
+        "Os {",
+    ];
+    for word in internal.iter().chain(secrets) {
+        assert!(
+            !message.contains(word),
+            "{case}: the message {message:?} tells a client {word:?}"
+        );
+    }
+    message
+}
+
+/// Writes `request` over `conn`, reads one response and checks its status is `want`
+/// (the whole answer is shown when it is not); returns the raw response.
+async fn answered(
+    conn: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    request: &str,
+    want: u16,
+    case: &str,
+) -> Vec<u8> {
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_response(conn).await;
+    assert_eq!(
+        status_of(&answer),
+        want,
+        "{case}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_was_wrong_and_nothing_of_the_inside() {
+    let node = start_node_with(|s| s.max_body = 1024).await;
+    let peer = PKI.node(69);
+    let serial = peer.cert.serial.to_string();
+    let host = node.authority.clone();
+    let body = b"{}";
+    let signature = trust_core::signature::header::SIGNATURE;
+    let duplicated = {
+        let head = signed_head(&node, &peer, "/fl/update", body);
+        let again = head
+            .lines()
+            .find(|l| l.starts_with(signature))
+            .expect("a signature line")
+            .to_owned();
+        head.trim_end().to_owned() + "\r\n" + &again + "\r\n\r\n{}"
+    };
+    let cases = [
+        (
+            "unsigned where required",
+            format!("POST /fl/update HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n\r\n{{}}"),
+            401,
+            "requires a message signature",
+        ),
+        (
+            "body altered",
+            signed_head(&node, &peer, "/fl/update", body) + "[]",
+            401,
+            // Which check failed would help a forger: the label and the log have it.
+            "message signature refused",
+        ),
+        (
+            "signature header twice",
+            duplicated,
+            400,
+            "x-signature appears more than once",
+        ),
+        (
+            "ambiguous path",
+            format!("GET /fl/%2e%2e/whoami HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            400,
+            "path",
+        ),
+        (
+            "body over the limit",
+            format!(
+                "POST /big HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2048\r\n\r\n{}",
+                "x".repeat(2048)
+            ),
+            413,
+            "too large",
+        ),
+    ];
+    for (case, request, status, says) in cases {
+        // A fresh connection each: a refusal sent before the body was read may close it.
+        let mut conn = connect_tls(&node, &peer).await;
+        let answer = answered(&mut conn, &request, status, case).await;
+        let message = refusal_message(&answer, case, &[&serial]);
+        assert!(
+            message.contains(says),
+            "{case}: {message:?} should say {says:?}"
+        );
+    }
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
+
+    // Revoked while its connection is open: the peer learns it is no longer trusted, not
+    // which serial, list or time did it.
+    let mut conn = connect_tls(&node, &peer).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    answered(
+        &mut conn,
+        &get("/before-revocation"),
+        200,
+        "before revocation",
+    )
+    .await;
+    node.cache
+        .install_crl(crl(&[&peer.cert.serial], 2))
+        .unwrap();
+    let answer = answered(
+        &mut conn,
+        &get("/after-revocation"),
+        403,
+        "after revocation",
+    )
+    .await;
+    refusal_message(
+        &answer,
+        "revoked on an open connection",
+        &[&serial, "revoked at", "CRL"],
+    );
+    assert_eq!(
+        node.app_hits.load(Ordering::SeqCst),
+        1,
+        "only the request before it"
+    );
+    drop(conn);
+    all_connections_released(&node).await;
+
+    // The app is down: the client learns that, not where the app listens or why the
+    // connect failed.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_addr = gone.local_addr().unwrap();
+    drop(gone);
+    let down = start_node_with(|s| s.upstream = app_addr).await;
+    let peer = PKI.node(70);
+    let mut conn = connect_tls(&down, &peer).await;
+    let request = format!("GET /x HTTP/1.1\r\nHost: {}\r\n\r\n", down.authority);
+    let answer = answered(&mut conn, &request, 502, "app down").await;
+    let port = app_addr.port().to_string();
+    refusal_message(&answer, "app down", &[&port, "refused", "connect"]);
+    drop(conn);
+    all_connections_released(&down).await;
 }

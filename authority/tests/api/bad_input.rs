@@ -5,10 +5,27 @@ use trust_core::NodeKey;
 
 use crate::server::{Server, TOKEN, key_and_csr};
 
+/// Posts a bad enrollment and checks the refusal: the status, and a message that names the
+/// problem without telling the caller anything of the inside (the bootstrap token, the
+/// state directory, OS or library error text, source paths, a panic, key material).
 async fn assert_refused(s: &Server, body: Value, want: u16, what: &str) {
     let (code, answer) = s.post("/trust/enroll", Some(body)).await;
     assert_eq!(code, want, "{what}: {answer}");
-    assert!(answer["error"].is_string(), "{what}: {answer}");
+    let message = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {answer}"));
+    assert!(
+        !message.is_empty() && message.len() <= 300,
+        "{what}: {message:?}"
+    );
+    for inside in [
+        TOKEN, "/tmp", "os error", "panicked", "src/", "BEGIN", "Error {",
+    ] {
+        assert!(
+            !message.contains(inside),
+            "{what}: the refusal {message:?} tells the caller {inside:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
