@@ -493,6 +493,7 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]
@@ -511,5 +512,39 @@ mod tests {
         );
         // A certificate from elsewhere, shorter than the backdate: from notBefore.
         assert_eq!(renewal_time(issued, issued + 90, 2.0 / 3.0), issued + 60);
+    }
+
+    #[test]
+    fn a_node_key_is_created_private_and_a_readable_one_refuses_to_start() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let created = load_or_create_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created {mode:o}");
+        let loaded = load_or_create_key(&path).unwrap();
+        assert_eq!(
+            loaded.to_pkcs8_pem(),
+            created.to_pkcs8_pem(),
+            "the same key again"
+        );
+
+        for loose in [0o640, 0o604, 0o644, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+            let error = load_or_create_key(&path).unwrap_err();
+            let text = error.to_string();
+            assert!(matches!(error, Error::BadInput { .. }), "{loose:o}: {text}");
+            assert!(
+                text.contains(&format!("{loose:o}")) && text.contains("chmod 600"),
+                "{loose:o}: {text}"
+            );
+            assert!(!text.contains("PRIVATE KEY"), "{loose:o}: {text}");
+        }
+        // Fixing the mode as told is enough: the same key, not a new one.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            load_or_create_key(&path).unwrap().to_pkcs8_pem(),
+            created.to_pkcs8_pem()
+        );
     }
 }

@@ -159,3 +159,76 @@ fn garbage_csrs_are_malformed() {
         CsrRejection::Malformed(_)
     ));
 }
+
+/// A CSR over an RSA public key of `bits` bits that nobody holds the private half of: the
+/// modulus is `0x80 00 .. 00`, the "signature" is filler. It lets a test send key sizes
+/// that would take minutes to generate.
+fn csr_over_a_made_up_rsa_key(bits: usize) -> String {
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n <= 0xff => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend(content);
+        out
+    }
+    struct MadeUp {
+        der: Vec<u8>,
+        signature_len: usize,
+    }
+    impl rcgen::PublicKeyData for MadeUp {
+        fn der_bytes(&self) -> &[u8] {
+            &self.der
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_RSA_SHA256
+        }
+    }
+    impl rcgen::SigningKey for MadeUp {
+        fn sign(&self, _: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+            Ok(vec![0xa5; self.signature_len])
+        }
+    }
+    let mut modulus = vec![0u8; 1 + bits / 8];
+    modulus[1] = 0x80;
+    let key = MadeUp {
+        der: tlv(
+            0x30,
+            &[tlv(0x02, &modulus), tlv(0x02, &[0x01, 0x00, 0x01])].concat(),
+        ),
+        signature_len: bits / 8,
+    };
+    CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+#[test]
+fn a_key_over_8192_bits_is_refused_by_its_size_before_its_signature_is_checked() {
+    // Verifying a signature under a huge modulus costs the authority time an attacker can
+    // spend for free; the size is checked first, so a made-up key is refused at once.
+    let policy = TestPki::name_policy();
+    for bits in [8200, 16384] {
+        assert_eq!(
+            rejection(VerifiedCsr::from_pem(
+                &csr_over_a_made_up_rsa_key(bits),
+                &policy
+            )),
+            CsrRejection::KeySize { bits },
+            "{bits} bits"
+        );
+    }
+    // At the limit the same made-up CSR passes the size check and fails where it must: its
+    // signature (so the refusals above are the size's, not a malformed CSR's).
+    assert_eq!(
+        rejection(VerifiedCsr::from_pem(
+            &csr_over_a_made_up_rsa_key(8192),
+            &policy
+        )),
+        CsrRejection::BadSignature
+    );
+}
