@@ -230,7 +230,11 @@ SIDECAR_WAKEUPS=$(idle_wakeups $SIDECAR_PID)
 SIDECAR_POLICY_WAKEUPS=$(idle_wakeups $SIDECAR_POLICY_PID)
 NGINX_WAKEUPS=$(idle_wakeups $NGINX_PID)
 BASELINE_WAKEUPS=
-[ -n "$BASELINE_PID" ] && BASELINE_WAKEUPS=$(idle_wakeups $BASELINE_PID)
+BASELINE_POLICY_WAKEUPS=
+if [ -n "$BASELINE_PID" ]; then
+  BASELINE_WAKEUPS=$(idle_wakeups $BASELINE_PID)
+  BASELINE_POLICY_WAKEUPS=$(idle_wakeups $BASELINE_POLICY_PID)
+fi
 
 # CPU time (clock ticks, user + system, all threads) of a process and its children.
 cpu_ticks() {
@@ -341,7 +345,10 @@ PY
   echo "| trust-proxy sidecar, no policy set | $SIDECAR_WAKEUPS |"
   echo "| trust-proxy sidecar, 2-plugin policy set | $SIDECAR_POLICY_WAKEUPS |"
   echo "| nginx master + workers | $NGINX_WAKEUPS |"
-  [ -n "$BASELINE_WAKEUPS" ] && echo "| baseline sidecar, no policy set | $BASELINE_WAKEUPS |"
+  if [ -n "$BASELINE_WAKEUPS" ]; then
+    echo "| baseline sidecar, no policy set | $BASELINE_WAKEUPS |"
+    echo "| baseline sidecar, 2-plugin policy set | $BASELINE_POLICY_WAKEUPS |"
+  fi
   if [ -n "$SYSCALLS" ]; then
     echo
     echo "| proxy | syscalls per keep-alive request at c=1 (strace -c) |"

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use wasmtime::Engine;
 
+use crate::epoch::{Clock, Running};
 use crate::error::{Error, Result};
-use crate::plugin::{CompileCache, Outcome, Plugin, TICK};
+use crate::plugin::{CompileCache, Outcome, Plugin};
 use crate::seen::SeenStore;
 use crate::set::PolicySet;
 use crate::{Decision, Denial, Request};
@@ -94,6 +95,7 @@ struct Chain {
 /// The policy chain in force and what reloads it.
 pub struct PolicyHost {
     engine: Engine,
+    clock: Clock,
     set_path: PathBuf,
     plugin_dir: PathBuf,
     seen: Arc<SeenStore>,
@@ -115,10 +117,11 @@ impl PolicyHost {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
-        start_ticker(&engine);
+        let clock = Clock::start(&engine)?;
         let compiled = CompileCache::default();
         let chain = load_chain(
             &engine,
+            &clock.running(),
             set_path,
             plugin_dir,
             &seen,
@@ -128,6 +131,7 @@ impl PolicyHost {
         Ok(Self {
             compiled,
             engine,
+            clock,
             set_path: set_path.to_owned(),
             plugin_dir: plugin_dir.to_owned(),
             seen,
@@ -139,6 +143,12 @@ impl PolicyHost {
     /// The set file in force.
     pub fn set_path(&self) -> &Path {
         &self.set_path
+    }
+
+    /// Whether the epoch clock that enforces plugin deadlines is parked because no plugin
+    /// has run for [`crate::epoch::IDLE`] (the next call wakes it).
+    pub fn clock_asleep(&self) -> bool {
+        self.clock.asleep()
     }
 
     /// Compiled plugin versions held (those of the set in force after a reload).
@@ -210,6 +220,7 @@ impl PolicyHost {
         let started = Instant::now();
         match load_chain(
             &self.engine,
+            &self.clock.running(),
             &self.set_path,
             &self.plugin_dir,
             &self.seen,
@@ -291,6 +302,7 @@ pub struct Watcher {
 
 fn load_chain(
     engine: &Engine,
+    clock: &Running,
     set_path: &Path,
     plugin_dir: &Path,
     seen: &Arc<SeenStore>,
@@ -301,7 +313,7 @@ fn load_chain(
     let plugins = set
         .plugins
         .into_iter()
-        .map(|entry| Plugin::load(engine, entry, Arc::clone(seen), compiled))
+        .map(|entry| Plugin::load(engine, clock, entry, Arc::clone(seen), compiled))
         .collect::<Result<Vec<_>>>()?;
     // Recorders only once the whole set has loaded: a refused set exports nothing.
     let plugins = plugins
@@ -312,18 +324,4 @@ fn load_chain(
         })
         .collect();
     Ok(Chain { plugins })
-}
-
-/// Advances the engine's epoch every [`TICK`] while the engine lives (the deadlines).
-fn start_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let _ = std::thread::Builder::new()
-        .name("policy-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        });
 }

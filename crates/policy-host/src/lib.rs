@@ -11,6 +11,7 @@
 //! | [`set`] | the policy-set file: plugins in order, settings, fail mode, routes, shadow |
 //! | [`plugin`] | one compiled plugin: checked at load (world, probe call), a pool of reusable instances, one call |
 //! | [`chain`] | [`PolicyHost`]: the current chain, evaluation (deny wins), reload, the folder watcher |
+//! | [`epoch`] | the clock behind plugin deadlines: ticks while plugins run, parks when idle |
 //! | [`seen`] | the seen-before store plugins share (replay windows) |
 //! | [`error`] | [`Error`] |
 //!
@@ -24,6 +25,7 @@
 //! shared across requests belongs in the host's seen-before store.
 
 pub mod chain;
+pub mod epoch;
 pub mod error;
 pub mod plugin;
 pub mod seen;

@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
+use crate::epoch::{Running, TICK};
 use crate::error::{Error, Result};
 use crate::seen::SeenStore;
 use crate::set::PluginEntry;
@@ -32,12 +33,6 @@ pub mod bindings {
 use bindings::sovereign::policy::host::Level;
 use bindings::sovereign::policy::types::{Decision, Request};
 use bindings::{Policy, PolicyPre};
-
-/// How often the engine's epoch advances; deadlines are rounded up to whole ticks, so a call
-/// is stopped within one tick of its deadline. Every tick wakes a
-/// thread, idle or not: at 1 ms an idle sidecar woke 1000 times a second (100 sidecars of
-/// a testnet on two cores, 100 000), for a precision the 100 ms default does not need.
-pub const TICK: Duration = Duration::from_millis(5);
 
 /// What a plugin's instance holds.
 pub struct State {
@@ -143,6 +138,7 @@ pub struct Plugin {
     /// The full SHA-256 of its file.
     pub digest: [u8; 32],
     engine: Engine,
+    clock: Running,
     pre: PolicyPre<State>,
     settings: Arc<BTreeMap<String, String>>,
     seen: Arc<SeenStore>,
@@ -168,8 +164,9 @@ fn shard() -> usize {
 
 impl Plugin {
     /// Compiles `entry`'s file, checks it is a `policy` component and answers a probe.
-    pub fn load(
+    pub(crate) fn load(
         engine: &Engine,
+        clock: &Running,
         entry: PluginEntry,
         seen: Arc<SeenStore>,
         compiled: &CompileCache,
@@ -200,6 +197,7 @@ impl Plugin {
             version,
             digest,
             engine: engine.clone(),
+            clock: clock.clone(),
             pre,
             settings: Arc::new(entry.settings.clone()),
             seen,
@@ -247,6 +245,8 @@ impl Plugin {
     /// Evaluates `request` on a warm instance (or a new one); an instance that failed is
     /// dropped, never reused.
     pub fn call(&self, request: &Request) -> Outcome {
+        // Keeps the epoch clock running until the call returns (instantiation included).
+        let _in_flight = self.clock.enter();
         let idle = &self.idle[shard()];
         let warm = idle
             .lock()

@@ -242,6 +242,42 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
     );
 }
 
+/// The epoch clock parks once no plugin has run for a second, so an idle sidecar is not
+/// woken 200 times a second; a call after that must still be stopped at its deadline,
+/// which holds only if the call wakes the clock before it runs.
+#[test]
+fn a_deadline_still_holds_after_the_idle_clock_has_parked() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 20\n");
+    let host = Arc::new(folder.host(Arc::new(Counts::default())).unwrap());
+    for round in 1..=3 {
+        let waited = Instant::now();
+        while !host.clock_asleep() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "round {round}: the clock never parked with no plugin running"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // On another thread: if the clock stayed parked, the spin would never end.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spinning = Arc::clone(&host);
+        std::thread::spawn(move || {
+            let _ = tx.send(status(&spinning.evaluate(&request("GET", "/spin", None))));
+        });
+        let answer = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("round {round}: a spinning plugin was not stopped after the clock parked")
+            });
+        assert_eq!(answer, 403, "round {round}: the spin fails closed");
+        assert_eq!(
+            status(&host.evaluate(&request("GET", "/ok", Some(&["node"])))),
+            200,
+            "round {round}: the plugin answers after"
+        );
+    }
+}
+
 /// What a plugin's instance remembers between requests, and what a failure wipes: the
 /// documented contract (docs/PLUGINS.md), so a plugin author cannot be surprised by it.
 #[test]
