@@ -837,7 +837,16 @@ pub async fn handle(
         }),
         received_at: time,
     });
-    if let Decision::Deny { status, reason, by } = decision {
+    if let Decision::Deny {
+        status,
+        reason,
+        by,
+        signature,
+    } = decision
+    {
+        if let Some(label) = signature {
+            metrics.signature_refused(label);
+        }
         // The decision record: who, what, which plugin (and version), why.
         tracing::info!(
             peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),

@@ -53,6 +53,10 @@ pub enum Decision {
         reason: String,
         /// Which policy said no (a metric label).
         by: String,
+        /// The policy refused the request's signature, for this
+        /// `tpm_signature_verification_failures_total` reason (`replayed`, `stale`,
+        /// `future`).
+        signature: Option<&'static str>,
     },
 }
 
@@ -132,8 +136,19 @@ impl Admission for WasmPolicy {
                 status: denial.status,
                 reason: denial.reason,
                 by: verdict.by.unwrap_or_default(),
+                signature: verdict.signature_refusal.map(refusal_label),
             },
         }
+    }
+}
+
+/// The metric reason of a plugin's `signature-refused`: the same labels the native
+/// verifier's refusals use.
+fn refusal_label(refusal: policy_host::SignatureRefusal) -> &'static str {
+    match refusal {
+        policy_host::SignatureRefusal::Replayed => "replayed",
+        policy_host::SignatureRefusal::Stale => "stale",
+        policy_host::SignatureRefusal::Future => "future",
     }
 }
 

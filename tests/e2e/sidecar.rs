@@ -1170,6 +1170,20 @@ async fn replay_window_refuses_the_same_signed_request_the_second_time() {
         b.metric("tpm_policy_evaluations_total{outcome=\"deny\",plugin=\"replay-window\",shadow=\"false\"}").await
             >= 2.0
     );
+    // The plugin names the refusal a replay: it is counted beside the native verifier's
+    // signature refusals, and no other reason moved.
+    assert_eq!(
+        b.metric("tpm_signature_verification_failures_total{reason=\"replayed\"}")
+            .await,
+        2.0
+    );
+    let (_, text) = b.admin("/metrics").await;
+    let refused: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tpm_signature_verification_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 2.0, "only the two replays: {text}");
     assert_eq!(
         b.metric("tpm_requests_total{direction=\"ingress\",outcome=\"refused_policy\"}")
             .await,

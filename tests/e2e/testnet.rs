@@ -437,7 +437,9 @@ async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest
         Ok(409)
     );
     let denied = "tpm_policy_evaluations_total{outcome=\"deny\",plugin=\"replay-window\"";
+    let replayed = "tpm_signature_verification_failures_total{reason=\"replayed\"}";
     let before_denied = net.aggregator_metric(denied).await;
+    let before_replayed = net.aggregator_metric(replayed).await;
     let replay = post(&mut conn, "aggregator", "/fl/update", stale, &captured).await;
     assert_eq!(
         replay,
@@ -445,6 +447,11 @@ async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest
         "the replay must not reach the app (it answered 409)"
     );
     assert_eq!(net.aggregator_metric(denied).await, before_denied + 1.0);
+    assert_eq!(
+        net.aggregator_metric(replayed).await,
+        before_replayed + 1.0,
+        "the replay is named as such beside the native signature refusals"
+    );
 
     // 6. Node 5 is revoked mid-run: from the next round on only nodes 1-4 count.
     let revoked_at = net.rounds().await.len() as u64;

@@ -15,6 +15,7 @@ use wasmtime::Engine;
 
 use crate::epoch::{Clock, Running};
 use crate::error::{Error, Result};
+use crate::plugin::bindings::sovereign::policy::host::SignatureRefusal;
 use crate::plugin::{CompileCache, Outcome, Plugin};
 use crate::seen::SeenStore;
 use crate::set::PolicySet;
@@ -85,6 +86,8 @@ pub struct Verdict {
     pub decision: Decision,
     /// `name@version` of the plugin that denied.
     pub by: Option<String>,
+    /// With a denial: the plugin said it refuses the request's signature, and why.
+    pub signature_refusal: Option<SignatureRefusal>,
 }
 
 struct Chain {
@@ -184,16 +187,18 @@ impl PolicyHost {
             }
             let started = Instant::now();
             let outcome = plugin.call(request);
-            let (counted, denial) = match outcome {
-                Outcome::Decided(Decision::Allow) => (Evaluation::Allow, None),
-                Outcome::Decided(Decision::Deny(d)) => (Evaluation::Deny, Some(d)),
+            let (counted, denial, refusal) = match outcome {
+                Outcome::Decided(Decision::Allow, _) => (Evaluation::Allow, None, None),
+                Outcome::Decided(Decision::Deny(d), refusal) => {
+                    (Evaluation::Deny, Some(d), refusal)
+                }
                 Outcome::Failed(why) => {
                     tracing::warn!(plugin = %entry.name, version = %plugin.version, reason = %why, fail_open = entry.fail_open, "policy plugin failed");
                     let denial = (!entry.fail_open).then(|| Denial {
                         status: 403,
                         reason: "refused by policy".into(),
                     });
-                    (Evaluation::Error, denial)
+                    (Evaluation::Error, denial, None)
                 }
             };
             recorder.evaluated(counted, started.elapsed().as_secs_f64());
@@ -205,12 +210,14 @@ impl PolicyHost {
                 return Verdict {
                     decision: Decision::Deny(denial),
                     by: Some(format!("{}@{}", entry.name, plugin.version)),
+                    signature_refusal: refusal,
                 };
             }
         }
         Verdict {
             decision: Decision::Allow,
             by: None,
+            signature_refusal: None,
         }
     }
 

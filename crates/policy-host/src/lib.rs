@@ -3,8 +3,9 @@
 //! The sidecar's admission step runs WebAssembly policy plugins: components of the
 //! `policy` world in `wit/policy.wit`, listed in a policy set (`policies/<name>.toml`).
 //! This crate compiles them with wasmtime, runs them under a deadline and a memory limit,
-//! gives them the host imports (clock, shared seen-before store, log, settings), and swaps
-//! in a changed set atomically when its folder changes.
+//! gives them the host imports (clock, shared seen-before store, log, settings, and a way
+//! to say that a denial refuses the signature), and swaps in a changed set atomically when
+//! its folder changes.
 //!
 //! | module | what |
 //! |---|---|
@@ -33,6 +34,7 @@ pub mod set;
 
 pub use chain::{Evaluation, Observer, PolicyHost, Recorder, Verdict};
 pub use error::{Error, Result};
+pub use plugin::bindings::sovereign::policy::host::SignatureRefusal;
 pub use plugin::bindings::sovereign::policy::types::{
     Decision, Denial, Peer, Request, SignatureFacts,
 };

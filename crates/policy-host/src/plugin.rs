@@ -30,7 +30,7 @@ pub mod bindings {
     });
 }
 
-use bindings::sovereign::policy::host::Level;
+use bindings::sovereign::policy::host::{Level, SignatureRefusal};
 use bindings::sovereign::policy::types::{Decision, Request};
 use bindings::{Policy, PolicyPre};
 
@@ -40,6 +40,8 @@ pub struct State {
     settings: Arc<BTreeMap<String, String>>,
     seen: Arc<SeenStore>,
     limits: StoreLimits,
+    /// What the current call said of the request's signature (`signature-refused`).
+    signature_refusal: Option<SignatureRefusal>,
 }
 
 impl bindings::sovereign::policy::types::Host for State {}
@@ -71,13 +73,18 @@ impl bindings::sovereign::policy::host::Host for State {
     fn setting(&mut self, name: String) -> Option<String> {
         self.settings.get(&name).cloned()
     }
+
+    fn signature_refused(&mut self, reason: SignatureRefusal) {
+        self.signature_refusal = Some(reason);
+    }
 }
 
 /// How one call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The plugin answered.
-    Decided(Decision),
+    /// The plugin answered, and said why it refused the signature if it did
+    /// (`signature-refused`; kept only with a denial).
+    Decided(Decision, Option<SignatureRefusal>),
     /// It trapped, ran past its deadline or hit its memory limit.
     Failed(String),
 }
@@ -186,8 +193,7 @@ impl Plugin {
         let mut linker: Linker<State> = Linker::new(engine);
         Policy::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| fail(format!("linking: {e:#}")))?;
-        linker
-            .define_unknown_imports_as_traps(&component)
+        stub_foreign_imports(&mut linker, engine, &component)
             .map_err(|e| fail(format!("linking its other imports: {e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
@@ -233,6 +239,7 @@ impl Plugin {
                 .memory_size(self.entry.memory)
                 .trap_on_grow_failure(true)
                 .build(),
+            signature_refusal: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -260,16 +267,83 @@ impl Plugin {
             },
         };
         store.set_epoch_deadline(self.ticks());
+        store.data_mut().signature_refusal = None;
         match policy.call_evaluate(&mut store, request) {
             Ok(decision) => {
+                let refusal = store.data_mut().signature_refusal.take();
                 idle.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push((store, policy));
-                Outcome::Decided(decision)
+                let refusal = refusal.filter(|_| matches!(decision, Decision::Deny(_)));
+                Outcome::Decided(decision, refusal)
             }
             Err(e) => Outcome::Failed(describe(&e)),
         }
     }
+}
+
+/// The namespace of the plugin contract's own interfaces (`wit/policy.wit`).
+const CONTRACT: &str = "sovereign:policy/";
+
+/// Links every import outside the contract (the WASI imports Rust's std declares) as a
+/// function that traps when called.
+///
+/// Not wasmtime's `define_unknown_imports_as_traps`: that one decides "unknown" by the
+/// exact name, so a plugin built against an older 0.1.x, importing
+/// `sovereign:policy/host@0.1.0`, would get that interface stubbed as traps in front of the
+/// host's semver-compatible `host@0.1.1`, and fail its probe. The contract's imports are
+/// left to the linker's semver lookup: one the host does not offer fails to link, with the
+/// name.
+fn stub_foreign_imports(
+    linker: &mut Linker<State>,
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::types::ComponentItem;
+    fn stub(
+        instance: &mut wasmtime::component::LinkerInstance<'_, State>,
+        engine: &Engine,
+        name: &str,
+        item: &ComponentItem,
+        path: &str,
+    ) -> wasmtime::Result<()> {
+        match item {
+            ComponentItem::ComponentFunc(_) => {
+                let what = if path.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{path}#{name}")
+                };
+                instance.func_new(name, move |_, _, _, _| {
+                    wasmtime::bail!(
+                        "the plugin called `{what}`, which the policy host does not offer"
+                    )
+                })
+            }
+            ComponentItem::ComponentInstance(inner) => {
+                let mut nested = instance.instance(name)?;
+                for (export, ext) in inner.exports(engine) {
+                    stub(&mut nested, engine, export, &ext.ty, name)?;
+                }
+                Ok(())
+            }
+            ComponentItem::Resource(_) => instance.resource(
+                name,
+                wasmtime::component::ResourceType::host::<()>(),
+                |_, _| Ok(()),
+            ),
+            // Types need no definition; modules and components as imports are refused
+            // by instantiation with their name.
+            _ => Ok(()),
+        }
+    }
+    let ty = component.component_type();
+    for (name, ext) in ty.imports(engine) {
+        if !name.starts_with(CONTRACT) {
+            stub(&mut linker.root(), engine, name, &ext.ty, "")?;
+        }
+    }
+    Ok(())
 }
 
 fn describe(e: &wasmtime::Error) -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use policy_host::seen::SeenStore;
 use policy_host::{
     BUILT_PLUGIN_DIR, Decision, Evaluation, Observer, Peer, PolicyHost, Recorder, Request,
-    SignatureFacts, Verdict,
+    SignatureFacts, SignatureRefusal, Verdict,
 };
 
 fn built(name: &str) -> PathBuf {
@@ -32,6 +32,7 @@ impl Folder {
             "route-allow-list",
             "misbehave",
             "wrong-world",
+            "contract-0-1-0",
         ] {
             std::fs::copy(
                 built(p),
@@ -190,18 +191,82 @@ fn replay_window_refuses_the_same_signed_request_twice_through_the_shared_store(
         r
     };
     let t = now.as_secs();
-    assert_eq!(status(&host.evaluate(&signed("n1", t))), 200);
-    assert_eq!(status(&host.evaluate(&signed("n1", t))), 401, "replayed");
+    let first = host.evaluate(&signed("n1", t));
+    assert_eq!((status(&first), first.signature_refusal), (200, None));
+    // Each refusal also says why it refuses the signature, for the sidecar's metric.
+    let again = host.evaluate(&signed("n1", t));
     assert_eq!(
-        status(&host.evaluate(&signed("n2", t - 61))),
-        401,
+        (status(&again), again.signature_refusal),
+        (401, Some(SignatureRefusal::Replayed)),
+        "replayed"
+    );
+    let old = host.evaluate(&signed("n2", t - 61));
+    assert_eq!(
+        (status(&old), old.signature_refusal),
+        (401, Some(SignatureRefusal::Stale)),
         "outside the window"
     );
+    let ahead = host.evaluate(&signed("n4", t + 600));
     assert_eq!(
-        status(&host.evaluate(&signed("n3", t - 59))),
-        200,
+        (status(&ahead), ahead.signature_refusal),
+        (401, Some(SignatureRefusal::Future)),
+        "from the future"
+    );
+    let inside = host.evaluate(&signed("n3", t - 59));
+    assert_eq!(
+        (status(&inside), inside.signature_refusal),
+        (200, None),
         "inside the window"
     );
+}
+
+#[test]
+fn a_signature_refusal_counts_only_with_the_enforced_denial_of_the_same_call() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\n");
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    let refused = host.evaluate(&request("POST", "/refuse-signature", Some(&["node"])));
+    assert_eq!(
+        (status(&refused), refused.signature_refusal),
+        (401, Some(SignatureRefusal::Replayed))
+    );
+    // The same warm instance next: a report does not outlive its call, and a plugin
+    // cannot turn its own allow into a counted refusal.
+    let plain = host.evaluate(&request("GET", "/deny", None));
+    assert_eq!((status(&plain), plain.signature_refusal), (418, None));
+    let allowed = host.evaluate(&request(
+        "POST",
+        "/refuse-signature-then-allow",
+        Some(&["node"]),
+    ));
+    assert_eq!((status(&allowed), allowed.signature_refusal), (200, None));
+    let after = host.evaluate(&request("GET", "/deny", None));
+    assert_eq!((status(&after), after.signature_refusal), (418, None));
+
+    // A shadow plugin's report is not enforced, so not counted either.
+    folder.write_set("[[plugin]]\nname = \"misbehave\"\nshadow = true\n");
+    host.reload().unwrap();
+    let shadow = host.evaluate(&request("POST", "/refuse-signature", Some(&["node"])));
+    assert_eq!((status(&shadow), shadow.signature_refusal), (200, None));
+}
+
+#[test]
+fn a_plugin_built_against_the_0_1_0_contract_loads_and_decides_in_this_host() {
+    // `plugins/fixtures/contract-0-1-0` is built from a frozen copy of the 0.1.0 WIT and
+    // imports every 0.1.0 host function; the host implements 0.1.1.
+    let folder = Folder::new("[[plugin]]\nname = \"contract-0-1-0\"\n");
+    let host = folder.host(Arc::new(Counts::default())).unwrap();
+    assert_eq!(host.plugins().len(), 1);
+    let allowed = host.evaluate(&request("GET", "/fl/rounds", Some(&["node"])));
+    assert_eq!(allowed.decision, Decision::Allow);
+    let denied = host.evaluate(&request("GET", "/deny", Some(&["node"])));
+    assert_eq!(status(&denied), 451);
+    assert_eq!(denied.signature_refusal, None);
+    let Decision::Deny(denial) = &denied.decision else {
+        panic!("denied")
+    };
+    let peer = request("GET", "/deny", Some(&["node"])).peer.unwrap().id;
+    assert_eq!(denial.reason, format!("0.1.0 plugin denies {peer}"));
+    assert!(denied.by.unwrap().starts_with("contract-0-1-0@"));
 }
 
 #[test]
@@ -209,7 +274,7 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
     let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 20\nmemory_mb = 8\n");
     let counts = Arc::new(Counts::default());
     let host = folder.host(counts.clone()).unwrap();
-    for path in ["/trap", "/spin", "/grow", "/recurse"] {
+    for path in ["/trap", "/spin", "/grow", "/recurse", "/wasi"] {
         let started = Instant::now();
         let v = host.evaluate(&request("GET", path, Some(&["node"])));
         assert_eq!(status(&v), 403, "{path} fails closed");
@@ -231,7 +296,7 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
         .iter()
         .filter(|(_, outcome, _)| outcome == "error")
         .count();
-    assert_eq!(errors, 4);
+    assert_eq!(errors, 5);
 
     let open = Folder::new("[[plugin]]\nname = \"misbehave\"\nfail = \"open\"\ntimeout_ms = 20\n");
     let host = open.host(Arc::new(Counts::default())).unwrap();

@@ -1,7 +1,9 @@
 //! `replay-window`: a signed request is admitted only if its timestamp is inside the
 //! window and its nonce has not been seen from that sender within it. Nonces live in the
 //! sidecar's shared seen-before store (host import), so the plugin keeps no state and
-//! every instance sees every nonce.
+//! every instance sees every nonce. Each refusal of a signature (replayed, too old, from
+//! the future) is reported with `signature-refused`, so the sidecar counts it in
+//! `tpm_signature_verification_failures_total{reason}` beside its native refusals.
 //!
 //! Settings (all optional):
 //! - `window_seconds`: how old a signature may be (default 300)
@@ -44,28 +46,57 @@ impl Window {
         signature: Option<(&str, u64, &str)>,
         now_ms: u64,
         seen_before: impl FnOnce(&str, u64) -> bool,
-    ) -> Result<(), (u16, String)> {
+    ) -> Result<(), Refusal> {
+        let refuse = |reason, kind| {
+            Err(Refusal {
+                status: 401,
+                reason,
+                kind,
+            })
+        };
         let Some((node, timestamp, nonce)) = signature else {
             return if self.require_signature {
-                Err((401, "a signed request is required".into()))
+                refuse("a signed request is required", None)
             } else {
                 Ok(())
             };
         };
         let now = now_ms / 1000;
         if timestamp + self.window < now {
-            return Err((401, "signature too old".into()));
+            return refuse("signature too old", Some(Kind::Stale));
         }
         if timestamp > now + self.skew {
-            return Err((401, "signature from the future".into()));
+            return refuse("signature from the future", Some(Kind::Future));
         }
         // Remember the nonce until the signature could no longer pass the window.
         let ttl_ms = (self.window + self.skew) * 1000;
         if seen_before(&format!("replay:{node}:{nonce}"), ttl_ms) {
-            return Err((401, "request replayed".into()));
+            return refuse("request replayed", Some(Kind::Replayed));
         }
         Ok(())
     }
+}
+
+/// A refusal: the status and reason the caller gets, and what it says of the signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Short reason for the caller.
+    pub reason: &'static str,
+    /// Why the signature is refused; `None` when there is no signature to refuse.
+    pub kind: Option<Kind>,
+}
+
+/// Why a signature is refused (the sidecar's metric reason, via `signature-refused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The nonce was seen before within the window.
+    Replayed,
+    /// Older than the window.
+    Stale,
+    /// Further ahead than the skew allows.
+    Future,
 }
 
 /// The component glue: the `policy` world's bindings and the exported `evaluate`.
@@ -91,7 +122,19 @@ mod bindings {
                 .map(|s| (s.node.as_str(), s.timestamp, s.nonce.as_str()));
             match window.decide(signature, host::now_ms(), host::seen_before) {
                 Ok(()) => Decision::Allow,
-                Err((status, reason)) => Decision::Deny(Denial { status, reason }),
+                Err(refusal) => {
+                    if let Some(kind) = refusal.kind {
+                        host::signature_refused(match kind {
+                            Kind::Replayed => host::SignatureRefusal::Replayed,
+                            Kind::Stale => host::SignatureRefusal::Stale,
+                            Kind::Future => host::SignatureRefusal::Future,
+                        });
+                    }
+                    Decision::Deny(Denial {
+                        status: refusal.status,
+                        reason: refusal.reason.into(),
+                    })
+                }
             }
         }
     }
@@ -132,7 +175,14 @@ mod tests {
         let sig = Some(("2", NOW - 5, "nonce-a"));
         assert_eq!(w.decide(sig, NOW * 1000, store.check(NOW * 1000)), Ok(()));
         let again = w.decide(sig, NOW * 1000 + 10, store.check(NOW * 1000 + 10));
-        assert_eq!(again.map_err(|e| e.1), Err("request replayed".into()));
+        assert_eq!(
+            again,
+            Err(Refusal {
+                status: 401,
+                reason: "request replayed",
+                kind: Some(Kind::Replayed)
+            })
+        );
         // Another sender may use the same nonce.
         assert_eq!(
             w.decide(
@@ -149,17 +199,19 @@ mod tests {
         let w = Window::from_settings(|n| (n == "window_seconds").then(|| "60".into()));
         let store = Store::default();
         let at = NOW * 1000;
-        assert!(
+        assert_eq!(
             w.decide(Some(("2", NOW - 61, "a")), at, store.check(at))
-                .is_err()
+                .map_err(|e| e.kind),
+            Err(Some(Kind::Stale))
         );
         assert!(
             w.decide(Some(("2", NOW - 60, "b")), at, store.check(at))
                 .is_ok()
         );
-        assert!(
+        assert_eq!(
             w.decide(Some(("2", NOW + 31, "c")), at, store.check(at))
-                .is_err()
+                .map_err(|e| e.kind),
+            Err(Some(Kind::Future))
         );
         assert!(
             w.decide(Some(("2", NOW + 30, "d")), at, store.check(at))
@@ -177,8 +229,11 @@ mod tests {
         );
         let strict = Window::from_settings(|n| (n == "require_signature").then(|| "true".into()));
         assert_eq!(
-            strict.decide(None, 0, store.check(0)).map_err(|e| e.0),
-            Err(401)
+            strict
+                .decide(None, 0, store.check(0))
+                .map_err(|e| (e.status, e.kind)),
+            Err((401, None)),
+            "no signature: nothing to count as a refused signature"
         );
     }
 }
