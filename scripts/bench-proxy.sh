@@ -16,6 +16,10 @@
 #                                     # adds that build's sidecar to the unsigned rows and
 #                                     # its chain sidecar to the signed rows, so a change is
 #                                     # measured against its parent in one run
+#   PROFILE="sidecar-signed+2-plugins" ROWS=signed REPEAT=1 scripts/bench-proxy.sh
+#                                     # also records a perf profile (software clock, call
+#                                     # graphs) of that label's proxy during each of its
+#                                     # rows: target/bench-proxy/perf-<label>-c<conc>.data
 #
 # Every row runs REPEAT times (default 3), the sidecar and nginx alternating, and the
 # table shows the median of each figure: run-to-run noise on a shared 2-core VM is larger
@@ -34,6 +38,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v strace >/dev/null || missing+=(strace)
+if [ -n "${PROFILE:-}" ] && ! command -v perf >/dev/null; then missing+=(linux-perf); fi
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} (Debian packages; nginx's service is not started)"
   # Keep apt from starting the packaged service on port 80.
@@ -252,10 +257,16 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
   local before up_before result
   before=$(cpu_ticks "$pid")
   up_before=$(cpu_ticks "$UPSTREAM_PID")
+  local perf_pid=
+  if [ -n "${PROFILE:-}" ] && [ "$label" = "$PROFILE" ]; then
+    perf record -q -F 4000 -g -p "$pid" -o "$OUT/perf-$label-c$conc.data" 2>/dev/null &
+    perf_pid=$!
+  fi
   result=$("$BIN/loadgen" --target "$target" --host localhost --ca "$CA" \
     --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
     --mode "$mode" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP" \
     --label "$label" "$@")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   # The warm-up's requests are not counted by loadgen; assume the same rate for them.
   python3 -c '
 import json, sys
@@ -296,10 +307,18 @@ done
 # Syscalls per keep-alive request at c=1, counted by strace over a short run (strace slows
 # the proxy; only the counts are read).
 SYSCALLS=
-if wants keepalive; then
+if wants keepalive || wants signed; then
   step "syscalls per request (strace -c, keep-alive c=1)"
-  proxies=("sidecar $SIDECAR $SIDECAR_PID" "nginx 127.0.0.1:$NGINX_PORT $NGINX_PID")
-  [ -n "$BASELINE_PID" ] && proxies+=("sidecar-baseline $BASELINE $BASELINE_PID")
+  proxies=()
+  SIGNED_ARGS="--path /signed/update --body-bytes 256 --sign --node-id 7"
+  if wants keepalive; then
+    proxies+=("sidecar $SIDECAR $SIDECAR_PID --path /plain" "nginx 127.0.0.1:$NGINX_PORT $NGINX_PID --path /plain")
+    [ -n "$BASELINE_PID" ] && proxies+=("sidecar-baseline $BASELINE $BASELINE_PID --path /plain")
+  fi
+  if wants signed; then
+    proxies+=("sidecar-signed $SIDECAR $SIDECAR_PID $SIGNED_ARGS"
+      "sidecar-signed+2-plugins $SIDECAR_POLICY $SIDECAR_POLICY_PID $SIGNED_ARGS")
+  fi
   for who in "${proxies[@]}"; do
     set -- $who
     strace -c -f -o "$WORK/strace-$1.txt" $(for p in $3 $(pgrep -P "$3" || true); do echo -p "$p"; done) &
@@ -307,7 +326,7 @@ if wants keepalive; then
     sleep 1 # strace attaches
     n=$("$BIN/loadgen" --target "$2" --host localhost --ca "$CA" \
       --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
-      --mode keepalive --concurrency 1 --duration 2s --warmup 0s --label strace --path /plain \
+      --mode keepalive --concurrency 1 --duration 2s --warmup 0s --label strace "${@:4}" \
       | python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
     kill -INT $STRACE_PID; wait $STRACE_PID 2>/dev/null || true
     SYSCALLS+="| $1 | $(awk -v n="$n" '$NF != "total" && $4 ~ /^[0-9]+$/ {
