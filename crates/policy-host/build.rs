@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The shipped plugins, and the fixtures the tests load (never deployed).
-const PLUGINS: [&str; 6] = [
+const PLUGINS: [&str; 7] = [
     "admin-only-revoke",
     "replay-window",
     "route-allow-list",
     "misbehave",
     "wrong-world",
     "contract-0-1-0",
+    "contract-newer",
 ];
 
 fn main() {

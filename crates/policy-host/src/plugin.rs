@@ -198,7 +198,13 @@ impl Plugin {
         let pre = linker
             .instantiate_pre(&component)
             .and_then(PolicyPre::new)
-            .map_err(|e| fail(format!("not a `sovereign:policy/policy` component: {e:#}")))?;
+            .map_err(|e| {
+                fail(format!(
+                    "not a `sovereign:policy/policy` component of a contract this host \
+                     implements (sovereign:policy@{CONTRACT_VERSION}; a plugin built against \
+                     a newer one needs a newer trust-proxy): {e:#}"
+                ))
+            })?;
         let plugin = Self {
             version,
             digest,
@@ -282,6 +288,10 @@ impl Plugin {
     }
 }
 
+/// The version of `wit/policy.wit` this host implements (checked against the file by a
+/// test).
+pub const CONTRACT_VERSION: &str = "0.1.1";
+
 /// The namespace of the plugin contract's own interfaces (`wit/policy.wit`).
 const CONTRACT: &str = "sovereign:policy/";
 
@@ -351,5 +361,18 @@ fn describe(e: &wasmtime::Error) -> String {
         Some(wasmtime::Trap::Interrupt) => "ran past its deadline".into(),
         Some(trap) => format!("trapped: {trap}"),
         None => format!("failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contract_version_is_the_wit_files() {
+        let wit = include_str!("../../../wit/policy.wit");
+        let package = format!("package sovereign:policy@{};", super::CONTRACT_VERSION);
+        assert!(
+            wit.lines().any(|l| l == package),
+            "wit/policy.wit does not declare `{package}`"
+        );
     }
 }

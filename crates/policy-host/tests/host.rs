@@ -33,6 +33,7 @@ impl Folder {
             "misbehave",
             "wrong-world",
             "contract-0-1-0",
+            "contract-newer",
         ] {
             std::fs::copy(
                 built(p),
@@ -410,6 +411,12 @@ fn broken_plugins_and_sets_are_refused_with_the_reason() {
         (
             "[[plugin]]\nname = \"wrong-world\"\n",
             "not a `sovereign:policy/policy` component",
+        ),
+        // Built against a contract newer than this host's: refused at load, the import
+        // named, not trapped on a request later.
+        (
+            "[[plugin]]\nname = \"contract-newer\"\n",
+            "a newer one needs a newer trust-proxy): component imports instance `sovereign:policy/host@0.1.2`, but a matching implementation was not found in the linker: instance export `not-yet-offered`",
         ),
         ("[[plugin]]\nname = \"missing\"\n", "cannot read"),
         (
