@@ -108,7 +108,7 @@ const UPSTREAM_ERRORS: [(&str, &str); 5] = [
 
 /// Every `reason` of `tpm_signature_verification_failures_total`: the trust core's
 /// rejection labels, and `anonymous` (signed headers from a client without a certificate).
-const SIGNATURE_REASONS: [&str; 11] = [
+pub(crate) const SIGNATURE_REASONS: [&str; 11] = [
     "missing_header",
     "malformed_header",
     "unknown_node",

@@ -197,6 +197,19 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_plugins_signature_refusal_is_counted_under_a_registered_reason() {
+        // An unregistered label would start a series no dashboard or alert expects.
+        use policy_host::SignatureRefusal::{Future, Replayed, Stale};
+        for (refusal, label) in [(Replayed, "replayed"), (Stale, "stale"), (Future, "future")] {
+            assert_eq!(refusal_label(refusal), label);
+            assert!(
+                crate::metrics::SIGNATURE_REASONS.contains(&label),
+                "{label}"
+            );
+        }
+    }
+
     fn host(dir: &std::path::Path, name: &str, set: &str) -> Arc<policy_host::PolicyHost> {
         let path = dir.join(name);
         std::fs::write(&path, set).unwrap();

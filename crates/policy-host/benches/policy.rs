@@ -4,6 +4,7 @@
 //! reload latency from a set file landing to the new set deciding.
 //!
 //! `cargo bench -p policy-host --bench policy` (the numbers go to docs/BENCHMARKS.md).
+//! `POLICY_BENCH_LOOP=admin-only-revoke` runs only a long loop of one plugin, to profile.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up")]
 
@@ -60,21 +61,41 @@ const PLUGINS: [&str; 5] = [
     "[[plugin]]\nname = \"route-allow-list\"\n[plugin.settings]\nrules = \"node=/; admin=/\"\n",
 ];
 
+/// A host with `text` as its set (written to `set`), the built plugins, a large store.
+fn load(set: &Path, text: &str) -> PolicyHost {
+    std::fs::write(set, text).unwrap();
+    PolicyHost::new(
+        set,
+        Path::new(BUILT_PLUGIN_DIR),
+        Arc::new(SeenStore::new(10_000_000)),
+        Arc::new(NoObserver),
+    )
+    .unwrap()
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set.toml");
     let plugin_dir = Path::new(BUILT_PLUGIN_DIR);
     let mut counter = 0u64;
+    // POLICY_BENCH_LOOP=<plugin>: only 1 000 000 evaluations of that plugin alone, for a
+    // profiler (`perf record -g <bench binary> --bench`), then the mean per evaluation.
+    if let Ok(name) = std::env::var("POLICY_BENCH_LOOP") {
+        let host = load(&set, &format!("[[plugin]]\nname = \"{name}\"\n"));
+        let t = Instant::now();
+        for _ in 0..1_000_000 {
+            counter += 1;
+            host.evaluate(&request(counter));
+        }
+        println!(
+            "{name}: {:?} per evaluation (mean of 1 000 000)",
+            t.elapsed() / 1_000_000
+        );
+        return;
+    }
     // Loads `text` as the set and times 50 000 evaluations after 2 000 to warm up.
     let mut evaluations = |text: &str, label: &str| {
-        std::fs::write(&set, text).unwrap();
-        let host = PolicyHost::new(
-            &set,
-            plugin_dir,
-            Arc::new(SeenStore::new(10_000_000)),
-            Arc::new(NoObserver),
-        )
-        .unwrap();
+        let host = load(&set, text);
         let mut samples = Vec::with_capacity(50_000);
         for i in 0..52_000 {
             counter += 1;
