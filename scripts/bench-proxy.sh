@@ -7,11 +7,13 @@
 # system, all threads and workers) of each proxy, of the load generator and of the
 # upstream: the three share the cores, so together they show where a row's cores went.
 #
-#   scripts/bench-proxy.sh            # ~3 minutes after the release build
+#   scripts/bench-proxy.sh            # ~11 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
 #   ROWS="keepalive" CONC="1" REPEAT=5 DURATION=3s scripts/bench-proxy.sh
-#                                     # only some rows (keepalive signed new-connection) and
-#                                     # keep-alive concurrencies (default "1 16 64")
+#                                     # only some rows (keepalive signed like-for-like
+#                                     # new-connection flask) and keep-alive concurrencies
+#                                     # (default "1 16 64"; the signed and like-for-like
+#                                     # rows always run at 16 and 64, flask at 16)
 #   BASELINE_BIN=/path/to/older/trust-proxy scripts/bench-proxy.sh
 #                                     # adds that build's sidecar to the unsigned rows and
 #                                     # its chain sidecar to the signed rows, so a change is
@@ -28,12 +30,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8s}
-ROWS=${ROWS:-keepalive signed new-connection}
+ROWS=${ROWS:-keepalive signed like-for-like flask new-connection}
 CONC=${CONC:-1 16 64}
 WARMUP=${WARMUP:-1s}
 REPEAT=${REPEAT:-3}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+wants() { [[ " $ROWS " == *" $1 "* ]]; }
 
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
@@ -174,6 +177,29 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   start_sidecar sidecar-policy-baseline "$BASELINE_BIN" BASELINE_POLICY
 fi
 
+FLASK_PID=
+if wants flask; then
+  step "a Flask upstream (tests/python/flask_app.py on werkzeug, threaded, HTTP/1.0: how the network's apps run)"
+  python3 -c 'import venv, ensurepip' 2>/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+  [ -x .venv/bin/python3 ] || python3 -m venv .venv
+  .venv/bin/python3 -m pip install -q --disable-pip-version-check -r deploy/apps/requirements.txt
+  .venv/bin/python3 tests/python/flask_app.py > "$WORK/flask.out" 2> "$WORK/flask.log" &
+  FLASK_PID=$!
+  PIDS+=($FLASK_PID)
+  FLASK=$(wait_line "$WORK/flask.out" "")
+  # Nodes 5 and 6 in front of it: /fl/ requires a signature there, /whoami does not.
+  for name in sidecar-flask sidecar-flask-policy; do
+    [ $name = sidecar-flask ] && id=5 || id=6
+    derive_config $name $id
+    sed -i -e "s|^upstream = .*|upstream = \"$FLASK\"|" \
+      -e 's|^signed_prefixes = .*|signed_prefixes = ["/fl/"]|' "$WORK/$name.toml"
+  done
+  sed -n '/^\[policy\]/,$p' "$WORK/sidecar-policy.toml" >> "$WORK/sidecar-flask-policy.toml"
+  start_sidecar sidecar-flask "$BIN/trust-proxy" SIDECAR_FLASK
+  start_sidecar sidecar-flask-policy "$BIN/trust-proxy" SIDECAR_FLASK_POLICY
+fi
+
 step "nginx doing mTLS + CRL (worker_processes auto)"
 NGINX_PORT=$(free_port)
 cat > "$WORK/nginx.conf" <<EOF
@@ -203,8 +229,17 @@ http {
       proxy_set_header X-Verified-Subject \$ssl_client_s_dn;
     }
   }
-}
 EOF
+NGINX_FLASK_PORT=
+if [ -n "$FLASK_PID" ]; then
+  NGINX_FLASK_PORT=$(free_port)
+  # The same mTLS server in front of the Flask app.
+  sed -n '/^  server {/,/^  }/p' "$WORK/nginx.conf" \
+    | sed -e "s|listen 127.0.0.1:$NGINX_PORT ssl|listen 127.0.0.1:$NGINX_FLASK_PORT ssl|" \
+      -e 's|proxy_pass http://app;|proxy_pass http://flask;|' > "$WORK/nginx-flask.conf"
+  { echo "  upstream flask { server $FLASK; keepalive 128; }"; cat "$WORK/nginx-flask.conf"; } >> "$WORK/nginx.conf"
+fi
+echo "}" >> "$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
@@ -256,7 +291,8 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
   local label=$1 target=$2 pid=$3 mode=$4 conc=$5; shift 5
   local before up_before result
   before=$(cpu_ticks "$pid")
-  up_before=$(cpu_ticks "$UPSTREAM_PID")
+  local up_pid=${LOAD_UPSTREAM_PID:-$UPSTREAM_PID}
+  up_before=$(cpu_ticks "$up_pid")
   local perf_pid=
   if [ -n "${PROFILE:-}" ] && [ "$label" = "$PROFILE" ]; then
     perf record -q -F 4000 -g -p "$pid" -o "$OUT/perf-$label-c$conc.data" 2>/dev/null &
@@ -275,11 +311,10 @@ total = r["requests"] * (r["duration_s"] + warm) / r["duration_s"]
 r["cpu_us_per_req"] = round(ticks / hz * 1e6 / max(total, 1), 1)
 r["upstream_cpu_us_per_req"] = round(up / hz * 1e6 / max(total, 1), 1)
 print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before )) \
-    $(( $(cpu_ticks "$UPSTREAM_PID") - up_before )) "$TICK_HZ" "${WARMUP%s}" \
+    $(( $(cpu_ticks "$up_pid") - up_before )) "$TICK_HZ" "${WARMUP%s}" \
     | tee -a "$OUT/results.jsonl" >&2
 }
 
-wants() { [[ " $ROWS " == *" $1 "* ]]; }
 for round in $(seq 1 "$REPEAT"); do
   wants keepalive && step "round $round/$REPEAT: keep-alive, no signature"
   wants keepalive && for c in $CONC; do
@@ -296,6 +331,26 @@ for round in $(seq 1 "$REPEAT"); do
     if [ -n "$BASELINE_PID" ]; then
       load sidecar-baseline-signed+2-plugins "$BASELINE_POLICY" $BASELINE_POLICY_PID keepalive $c --path /signed/update --body-bytes 256 --sign --node-id 7
     fi
+  done
+  # The signed rows' request without the verification: the same 256-byte POST body, with
+  # and without the signature's bytes (sent as x-pad-* headers, which ask for nothing), on
+  # a route that requires no signature. Against the signed rows they split a signed
+  # request's extra cost into its bytes and its verification.
+  wants like-for-like && step "round $round/$REPEAT: keep-alive, the signed rows' request shape, not verified"
+  wants like-for-like && for c in 16 64; do
+    load sidecar-post256 "$SIDECAR" $SIDECAR_PID keepalive $c --path /plain/update --body-bytes 256
+    load nginx-post256 "127.0.0.1:$NGINX_PORT" $NGINX_PID keepalive $c --path /plain/update --body-bytes 256
+    load sidecar-post256+padding "$SIDECAR" $SIDECAR_PID keepalive $c --path /plain/update --body-bytes 256 --sign --node-id 7 --signature-as-padding
+    load nginx-post256+padding "127.0.0.1:$NGINX_PORT" $NGINX_PID keepalive $c --path /plain/update --body-bytes 256 --sign --node-id 7 --signature-as-padding
+    load sidecar-post256+padding+2-plugins "$SIDECAR_POLICY" $SIDECAR_POLICY_PID keepalive $c --path /plain/update --body-bytes 256 --sign --node-id 7 --signature-as-padding
+  done
+  # What users run: a Flask app behind the proxy. Unsigned POSTs to /whoami against
+  # signed ones to /fl/update (same 256-byte body; both routes echo the request).
+  wants flask && step "round $round/$REPEAT: keep-alive, the Flask upstream"
+  wants flask && for c in 16; do
+    LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar "$SIDECAR_FLASK" $SIDECAR_FLASK_PID keepalive $c --path /whoami --body-bytes 256
+    LOAD_UPSTREAM_PID=$FLASK_PID load flask-nginx "127.0.0.1:$NGINX_FLASK_PORT" $NGINX_PID keepalive $c --path /whoami --body-bytes 256
+    LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar-signed+2-plugins "$SIDECAR_FLASK_POLICY" $SIDECAR_FLASK_POLICY_PID keepalive $c --path /fl/update --body-bytes 256 --sign --node-id 7
   done
   if wants new-connection; then
     step "round $round/$REPEAT: a new connection and full handshake per request"

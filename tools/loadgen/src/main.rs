@@ -74,6 +74,11 @@ struct Args {
     /// live. (A replay-window policy would refuse the repeats; run it with 0.)
     #[arg(long, default_value_t = 512)]
     presign: usize,
+    /// With --sign: send the signature headers under other names (`x-pad-<name>`), so each
+    /// request carries the bytes of a signed one but asks for no verification. Beside a
+    /// row that signs, it tells what the extra bytes cost apart from what verifying costs.
+    #[arg(long, requires = "sign")]
+    signature_as_padding: bool,
     /// A label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -156,6 +161,9 @@ async fn run(args: Args) -> Result<String, String> {
         }
         _ => None,
     };
+    if args.signature_as_padding && args.presign == 0 {
+        return Err("--signature-as-padding needs --presign > 0".into());
+    }
     let body = Bytes::from(vec![b'x'; args.body_bytes]);
     let mut presigned = Vec::new();
     if let Some(signer) = &signer {
@@ -164,6 +172,11 @@ async fn run(args: Args) -> Result<String, String> {
             let mut headers = http::HeaderMap::new();
             headers.insert(http::header::HOST, header_value(&args.host)?);
             for (k, v) in sign(signer, method, &args.host, &args.path, &body)? {
+                let k = if args.signature_as_padding {
+                    format!("x-pad-{k}")
+                } else {
+                    k.to_string()
+                };
                 let name = http::HeaderName::from_bytes(k.as_bytes())
                     .map_err(|e| format!("header name {k:?}: {e}"))?;
                 headers.insert(name, header_value(&v)?);
@@ -208,7 +221,8 @@ async fn run(args: Args) -> Result<String, String> {
         "client_cpu_us_per_req": client_cpu_us_per_req,
         "label": shared.args.label,
         "mode": match shared.args.mode { Mode::Keepalive => "keepalive", Mode::NewConnection => "new-connection" },
-        "signed": shared.signer.is_some(),
+        "signed": shared.signer.is_some() && !shared.args.signature_as_padding,
+        "signature_as_padding": shared.args.signature_as_padding,
         "presigned": shared.presigned.len(),
         "concurrency": shared.args.concurrency,
         "duration_s": secs,
