@@ -362,7 +362,7 @@ done
 # Syscalls per keep-alive request at c=1, counted by strace over a short run (strace slows
 # the proxy; only the counts are read).
 SYSCALLS=
-if wants keepalive || wants signed; then
+if wants keepalive || wants signed || wants flask; then
   step "syscalls per request (strace -c, keep-alive c=1)"
   proxies=()
   SIGNED_ARGS="--path /signed/update --body-bytes 256 --sign --node-id 7"
@@ -373,6 +373,10 @@ if wants keepalive || wants signed; then
   if wants signed; then
     proxies+=("sidecar-signed $SIDECAR $SIDECAR_PID $SIGNED_ARGS"
       "sidecar-signed+2-plugins $SIDECAR_POLICY $SIDECAR_POLICY_PID $SIGNED_ARGS")
+  fi
+  if wants flask; then
+    proxies+=("flask-sidecar $SIDECAR_FLASK $SIDECAR_FLASK_PID --path /whoami --body-bytes 256"
+      "flask-nginx 127.0.0.1:$NGINX_FLASK_PORT $NGINX_PID --path /whoami --body-bytes 256")
   fi
   for who in "${proxies[@]}"; do
     set -- $who
