@@ -19,6 +19,7 @@ use crate::plugin::bindings::sovereign::policy::host::SignatureRefusal;
 use crate::plugin::{CompileCache, Outcome, Plugin};
 use crate::seen::SeenStore;
 use crate::set::PolicySet;
+use crate::watch::Interest;
 use crate::{Decision, Denial, Request};
 
 /// Receives what the host does, for metrics.
@@ -105,6 +106,8 @@ pub struct PolicyHost {
     current: ArcSwap<Chain>,
     observer: Arc<dyn Observer>,
     compiled: CompileCache,
+    /// The names in the watched folders that are the policy, refreshed per read of the set.
+    interest: Arc<Interest>,
 }
 
 impl PolicyHost {
@@ -122,16 +125,18 @@ impl PolicyHost {
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let clock = Clock::start(&engine)?;
         let compiled = CompileCache::default();
+        let set = PolicySet::load(set_path, plugin_dir)?;
+        let interest = Arc::new(Interest::new(set_path, Some(&set)));
         let chain = load_chain(
             &engine,
             &clock.running(),
-            set_path,
-            plugin_dir,
+            set,
             &seen,
             &compiled,
             observer.as_ref(),
         )?;
         Ok(Self {
+            interest,
             compiled,
             engine,
             clock,
@@ -225,15 +230,18 @@ impl PolicyHost {
     /// force stays and the error says why.
     pub fn reload(&self) -> Result<()> {
         let started = Instant::now();
-        match load_chain(
-            &self.engine,
-            &self.clock.running(),
-            &self.set_path,
-            &self.plugin_dir,
-            &self.seen,
-            &self.compiled,
-            self.observer.as_ref(),
-        ) {
+        let set = PolicySet::load(&self.set_path, &self.plugin_dir);
+        self.interest.update(&self.set_path, set.as_ref().ok());
+        match set.and_then(|set| {
+            load_chain(
+                &self.engine,
+                &self.clock.running(),
+                set,
+                &self.seen,
+                &self.compiled,
+                self.observer.as_ref(),
+            )
+        }) {
             Ok(chain) => {
                 let in_use: Vec<[u8; 32]> = chain.plugins.iter().map(|(p, _)| p.digest).collect();
                 self.compiled.retain(&in_use);
@@ -251,13 +259,16 @@ impl PolicyHost {
     }
 
     /// Watches the set's folder and the plugin folder (folders, not files: an atomic
-    /// replace swaps the file's inode) and reloads `debounce` after the last change.
+    /// replace swaps the file's inode) and reloads `debounce` after the last change to
+    /// the set file or a plugin file it names; other files in those folders are not
+    /// changes (see the `watch` module).
     pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<Watcher> {
         use notify::Watcher as _;
         let (tx, rx) = mpsc::channel::<()>();
+        let interest = Arc::clone(&self.interest);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
+                if event.is_ok_and(|e| interest.matters(&e)) {
                     let _ = tx.send(());
                 }
             })
@@ -310,13 +321,11 @@ pub struct Watcher {
 fn load_chain(
     engine: &Engine,
     clock: &Running,
-    set_path: &Path,
-    plugin_dir: &Path,
+    set: PolicySet,
     seen: &Arc<SeenStore>,
     compiled: &CompileCache,
     observer: &dyn Observer,
 ) -> Result<Chain> {
-    let set = PolicySet::load(set_path, plugin_dir)?;
     let plugins = set
         .plugins
         .into_iter()

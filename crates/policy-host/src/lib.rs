@@ -14,6 +14,7 @@
 //! | [`chain`] | [`PolicyHost`]: the current chain, evaluation (deny wins), reload, the folder watcher |
 //! | [`epoch`] | the clock behind plugin deadlines: ticks while plugins run, parks when idle |
 //! | [`seen`] | the seen-before store plugins share (replay windows) |
+//! | `watch` | which file events in the watched folders are the policy (the set, its plugins) |
 //! | [`error`] | [`Error`] |
 //!
 //! Fail closed: a trap, a deadline or a memory limit is a denial unless the set marks that
@@ -31,6 +32,7 @@ pub mod error;
 pub mod plugin;
 pub mod seen;
 pub mod set;
+mod watch;
 
 pub use chain::{Evaluation, Observer, PolicyHost, Recorder, Verdict};
 pub use error::{Error, Result};

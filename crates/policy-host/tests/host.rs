@@ -127,6 +127,15 @@ fn request(method: &str, path: &str, roles: Option<&[&str]>) -> Request {
     }
 }
 
+/// Waits (at most 5 s) until `counter` has moved past `before`.
+fn wait_past(counter: &AtomicU64, before: u64, what: &str) {
+    let start = Instant::now();
+    while counter.load(Ordering::SeqCst) == before {
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        std::thread::yield_now();
+    }
+}
+
 fn status(v: &Verdict) -> u16 {
     match &v.decision {
         Decision::Allow => 200,
@@ -471,6 +480,67 @@ fn routes_limit_a_plugin_to_its_prefixes_whatever_the_spelling() {
     );
 }
 
+/// A log another process appends to in the set's folder is not a change to the policy:
+/// it neither reloads the set nor holds off a real change while the writes go on (a reload
+/// waits for `debounce` of quiet, and before the watcher looked at names it never came).
+#[test]
+fn a_busy_file_beside_the_set_neither_reloads_it_nor_holds_off_a_change() {
+    let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\n");
+    let counts = Arc::new(Counts::default());
+    let host = Arc::new(folder.host(counts.clone()).unwrap());
+    let debounce = Duration::from_millis(50);
+    let _watch = host.watch(debounce).unwrap();
+    // Appends every 2 ms, well inside the debounce, until told to stop (at most 20 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, writes) = (Arc::clone(&stop), Arc::clone(&writes));
+        let log = folder.dir.path().join("app.log");
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(log).unwrap();
+            let started = Instant::now();
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(20) {
+                writeln!(file, "GET /whoami 200").unwrap();
+                file.flush().unwrap();
+                writes.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    // Let the log be written for a good many debounce windows first.
+    while writes.load(Ordering::SeqCst) < 200 {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        counts.reloads_ok.load(Ordering::SeqCst) + counts.reloads_failed.load(Ordering::SeqCst),
+        0,
+        "nothing but the log changed, yet the set was reloaded"
+    );
+    folder.write_set("[[plugin]]\nname = \"admin-only-revoke\"\n");
+    let start = Instant::now();
+    while status(&host.evaluate(&request("GET", "/deny", None))) != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the new set never came into force while the log was being written \
+             ({} writes)",
+            writes.load(Ordering::SeqCst)
+        );
+        std::thread::yield_now();
+    }
+    assert!(
+        !stop.load(Ordering::SeqCst) && writes.load(Ordering::SeqCst) > 200,
+        "the log was still being written when the change came into force"
+    );
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert_eq!(
+        counts.reloads_ok.load(Ordering::SeqCst),
+        1,
+        "one change, one reload"
+    );
+}
+
 #[test]
 fn hot_reload_under_load_loses_no_request_and_refuses_a_broken_set() {
     let folder = Folder::new("[[plugin]]\nname = \"misbehave\"\n");
@@ -518,29 +588,27 @@ fn hot_reload_under_load_loses_no_request_and_refuses_a_broken_set() {
     // A broken set is refused; the one in force keeps deciding.
     let failed_before = counts.reloads_failed.load(Ordering::SeqCst);
     folder.write_set("[[plugin]]\nname = \"wrong-world\"\n");
-    let start = Instant::now();
-    while counts.reloads_failed.load(Ordering::SeqCst) == failed_before {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the broken set was looked at"
-        );
-        std::thread::yield_now();
-    }
+    wait_past(
+        &counts.reloads_failed,
+        failed_before,
+        "the broken set was looked at",
+    );
     assert_eq!(status(&host.evaluate(&request("GET", "/deny", None))), 418);
-    // A plugin file caught half-written is refused, then taken once complete.
+    // A good set again (misbehave): it loads.
+    let ok_before = counts.reloads_ok.load(Ordering::SeqCst);
+    folder.write_set("[[plugin]]\nname = \"misbehave\"\n");
+    wait_past(&counts.reloads_ok, ok_before, "the good set was loaded");
+    // A plugin file the set names, caught half-written, is refused, then taken once
+    // complete.
     let whole = std::fs::read(built("admin-only-revoke")).unwrap();
     let target = folder.dir.path().join("misbehave.wasm");
-    std::fs::write(&target, &whole[..whole.len() / 3]).unwrap();
     let failed_before = counts.reloads_failed.load(Ordering::SeqCst);
-    let start = Instant::now();
-    while counts.reloads_failed.load(Ordering::SeqCst) == failed_before {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the half-written file was looked at"
-        );
-        std::thread::yield_now();
-    }
-    folder.write_set("[[plugin]]\nname = \"misbehave\"\n");
+    std::fs::write(&target, &whole[..whole.len() / 3]).unwrap();
+    wait_past(
+        &counts.reloads_failed,
+        failed_before,
+        "the half-written file was looked at",
+    );
     assert_eq!(
         status(&host.evaluate(&request("GET", "/deny", None))),
         418,
