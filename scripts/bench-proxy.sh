@@ -16,7 +16,7 @@
 #                                     # rows always run at 16 and 64, flask at 16)
 #   BASELINE_BIN=/path/to/older/trust-proxy scripts/bench-proxy.sh
 #                                     # adds that build's sidecar to the unsigned rows and
-#                                     # its chain sidecar to the signed rows, so a change is
+#                                     # its chain sidecar to the signed and flask rows, so a change is
 #                                     # measured against its parent in one run
 #   PROFILE="sidecar-signed+2-plugins" ROWS=signed REPEAT=1 scripts/bench-proxy.sh
 #                                     # also records a perf profile (software clock, call
@@ -150,7 +150,10 @@ derive_config() { # name node-id
 start_sidecar sidecar "$BIN/trust-proxy" SIDECAR
 
 step "a second sidecar (node 2) with a policy chain of two plugins"
-cat > "$WORK/bench-policy.toml" <<EOF
+# In a folder of its own, as docs/PLUGINS.md advises: the watcher hears every write in the
+# set's folder, and $WORK holds the logs.
+mkdir -p "$WORK/policies"
+cat > "$WORK/policies/bench.toml" <<EOF
 [[plugin]]
 name = "admin-only-revoke"
 [[plugin]]
@@ -161,7 +164,7 @@ EOF
 derive_config sidecar-policy 2
 cat >> "$WORK/sidecar-policy.toml" <<EOF
 [policy]
-set = "$WORK/bench-policy.toml"
+set = "$WORK/policies/bench.toml"
 plugin_dir = "$PWD/target/plugins/wasm32-wasip2/release"
 EOF
 start_sidecar sidecar-policy "$BIN/trust-proxy" SIDECAR_POLICY
@@ -198,6 +201,11 @@ if wants flask; then
   sed -n '/^\[policy\]/,$p' "$WORK/sidecar-policy.toml" >> "$WORK/sidecar-flask-policy.toml"
   start_sidecar sidecar-flask "$BIN/trust-proxy" SIDECAR_FLASK
   start_sidecar sidecar-flask-policy "$BIN/trust-proxy" SIDECAR_FLASK_POLICY
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    sed -e "s|$WORK/sidecar-flask-policy\"|$WORK/sidecar-flask-policy-baseline\"|" \
+      -e 's|^node_id = 6|node_id = 9|' "$WORK/sidecar-flask-policy.toml" > "$WORK/sidecar-flask-policy-baseline.toml"
+    start_sidecar sidecar-flask-policy-baseline "$BASELINE_BIN" BASELINE_FLASK_POLICY
+  fi
 fi
 
 step "nginx doing mTLS + CRL (worker_processes auto)"
@@ -248,8 +256,9 @@ until curl -s -o /dev/null --cacert "$CA" --cert "$WORK/pki/node-7-cert.pem" --k
 SIDECAR_IDLE=$(rss_kib $SIDECAR_PID)
 NGINX_IDLE=$(tree_rss_kib $NGINX_PID)
 
-# Context switches per second of a process tree at rest (every thread), over 10 s: what
-# an idle proxy costs the machine (timers and tickers that wake it).
+# Context switches (voluntary and not) of a process tree so far, every thread: per second
+# at rest over 10 s they are what an idle proxy costs the machine (timers and tickers that
+# wake it); per request under load, how often a request puts a proxy thread to sleep.
 ctxt_total() {
   local total=0 pid f
   for pid in $1 $(pgrep -P "$1" || true); do
@@ -289,8 +298,9 @@ TICK_HZ=$(getconf CLK_TCK)
 # the upstream share: req/s there also measures who won the cores.
 load() { # label target pid-of-the-proxy mode concurrency [extra...]
   local label=$1 target=$2 pid=$3 mode=$4 conc=$5; shift 5
-  local before up_before result
+  local before up_before cs_before result
   before=$(cpu_ticks "$pid")
+  cs_before=$(ctxt_total "$pid")
   local up_pid=${LOAD_UPSTREAM_PID:-$UPSTREAM_PID}
   up_before=$(cpu_ticks "$up_pid")
   local perf_pid=
@@ -307,11 +317,14 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
   python3 -c '
 import json, sys
 r = json.loads(sys.argv[1]); ticks, up, hz, warm = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+switches = int(sys.argv[6])
 total = r["requests"] * (r["duration_s"] + warm) / r["duration_s"]
+r["proxy_switches_per_req"] = round(switches / max(total, 1), 2)
 r["cpu_us_per_req"] = round(ticks / hz * 1e6 / max(total, 1), 1)
 r["upstream_cpu_us_per_req"] = round(up / hz * 1e6 / max(total, 1), 1)
 print(json.dumps(r, sort_keys=True))' "$result" $(( $(cpu_ticks "$pid") - before )) \
     $(( $(cpu_ticks "$up_pid") - up_before )) "$TICK_HZ" "${WARMUP%s}" \
+    $(( $(ctxt_total "$pid") - cs_before )) \
     | tee -a "$OUT/results.jsonl" >&2
 }
 
@@ -350,7 +363,12 @@ for round in $(seq 1 "$REPEAT"); do
   wants flask && for c in 16; do
     LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar "$SIDECAR_FLASK" $SIDECAR_FLASK_PID keepalive $c --path /whoami --body-bytes 256
     LOAD_UPSTREAM_PID=$FLASK_PID load flask-nginx "127.0.0.1:$NGINX_FLASK_PORT" $NGINX_PID keepalive $c --path /whoami --body-bytes 256
+    LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar+padding "$SIDECAR_FLASK" $SIDECAR_FLASK_PID keepalive $c --path /whoami --body-bytes 256 --sign --node-id 7 --signature-as-padding
+    LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar-signed "$SIDECAR_FLASK" $SIDECAR_FLASK_PID keepalive $c --path /fl/update --body-bytes 256 --sign --node-id 7
     LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar-signed+2-plugins "$SIDECAR_FLASK_POLICY" $SIDECAR_FLASK_POLICY_PID keepalive $c --path /fl/update --body-bytes 256 --sign --node-id 7
+    if [ -n "$BASELINE_PID" ]; then
+      LOAD_UPSTREAM_PID=$FLASK_PID load flask-sidecar-baseline-signed+2-plugins "$BASELINE_FLASK_POLICY" $BASELINE_FLASK_POLICY_PID keepalive $c --path /fl/update --body-bytes 256 --sign --node-id 7
+    fi
   done
   if wants new-connection; then
     step "round $round/$REPEAT: a new connection and full handshake per request"
@@ -398,8 +416,8 @@ SIDECAR_LOADED=$(awk '/^VmHWM/ {print $2}' "/proc/$SIDECAR_PID/status")
 NGINX_LOADED=$(tree_rss_kib $NGINX_PID)
 
 {
-  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | proxy CPU us/req | client CPU us/req | upstream CPU us/req | errors+non-2xx |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| target | mode | signed | conc | req/s (median) | req/s (min-max) | p50 us | p99 us | p99.9 us | proxy CPU us/req | client CPU us/req | upstream CPU us/req | proxy context switches/req | errors+non-2xx |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   python3 - "$OUT/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = {}
@@ -410,7 +428,7 @@ for (label, mode, signed, conc), runs in rows.items():
     med = lambda k: statistics.median(x[k] for x in runs)
     rps = [x['rps'] for x in runs]
     bad = sum(x['errors'] + x['non_2xx'] for x in runs)
-    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('cpu_us_per_req'):.1f} | {med('client_cpu_us_per_req'):.1f} | {med('upstream_cpu_us_per_req'):.1f} | {bad} |")
+    print(f"| {label} | {mode} | {'yes' if signed else 'no'} | {conc} | {med('rps'):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med('p50_us'):.0f} | {med('p99_us'):.0f} | {med('p999_us'):.0f} | {med('cpu_us_per_req'):.1f} | {med('client_cpu_us_per_req'):.1f} | {med('upstream_cpu_us_per_req'):.1f} | {med('proxy_switches_per_req'):.2f} | {bad} |")
 PY
   echo
   echo "| process | idle RSS | RSS after load |"
