@@ -7,7 +7,7 @@
 # system, all threads and workers) of each proxy, of the load generator and of the
 # upstream: the three share the cores, so together they show where a row's cores went.
 #
-#   scripts/bench-proxy.sh            # ~11 minutes after the release build
+#   scripts/bench-proxy.sh            # ~13 minutes after the release build
 #   DURATION=5s REPEAT=1 scripts/bench-proxy.sh
 #   ROWS="keepalive" CONC="1" REPEAT=5 DURATION=3s scripts/bench-proxy.sh
 #                                     # only some rows (keepalive signed like-for-like
@@ -18,6 +18,9 @@
 #                                     # adds that build's sidecar to the unsigned rows and
 #                                     # its chain sidecar to the signed and flask rows, so a change is
 #                                     # measured against its parent in one run
+#   THREADS=1 ROWS=flask REPEAT=1 scripts/bench-proxy.sh
+#                                     # also writes each row's context switches per proxy
+#                                     # thread: target/bench-proxy/threads-<label>-c<conc>.txt
 #   PROFILE="sidecar-signed+2-plugins" ROWS=signed REPEAT=1 scripts/bench-proxy.sh
 #                                     # also records a perf profile (software clock, call
 #                                     # graphs) of that label's proxy during each of its
@@ -268,6 +271,13 @@ ctxt_total() {
   done
   echo $total
 }
+# "<tid>:<thread name> <context switches>" per thread of a process, sorted for join.
+thread_switches() {
+  local f
+  for f in /proc/"$1"/task/*; do
+    echo "${f##*/}:$(cat "$f/comm") $(awk '/voluntary_ctxt_switches/ {s += $2} END {print s + 0}' "$f/status")"
+  done | sort
+}
 idle_wakeups() {
   local before
   before=$(ctxt_total "$1")
@@ -301,6 +311,7 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
   local before up_before cs_before result
   before=$(cpu_ticks "$pid")
   cs_before=$(ctxt_total "$pid")
+  [ -n "${THREADS:-}" ] && thread_switches "$pid" > "$WORK/threads-before"
   local up_pid=${LOAD_UPSTREAM_PID:-$UPSTREAM_PID}
   up_before=$(cpu_ticks "$up_pid")
   local perf_pid=
@@ -312,6 +323,10 @@ load() { # label target pid-of-the-proxy mode concurrency [extra...]
     --cert "$WORK/pki/node-7-cert.pem" --key "$WORK/pki/node-7-key.pem" \
     --mode "$mode" --concurrency "$conc" --duration "$DURATION" --warmup "$WARMUP" \
     --label "$label" "$@")
+  if [ -n "${THREADS:-}" ]; then
+    thread_switches "$pid" | join "$WORK/threads-before" - \
+      | awk '{print $1, $3 - $2}' > "$OUT/threads-$label-c$conc.txt"
+  fi
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   # The warm-up's requests are not counted by loadgen; assume the same rate for them.
   python3 -c '
