@@ -96,10 +96,13 @@ pub struct IngressSection {
     pub listen: SocketAddr,
     /// The local app (plain HTTP).
     pub upstream: SocketAddr,
-    /// Path prefixes where a message signature is required.
+    /// Route prefixes where a message signature is required. Matched segment-wise on the
+    /// request's canonical path: `/fl` (or `/fl/`) covers `/fl`, `/fl/` and `/fl/update`,
+    /// not `/flx`.
     #[serde(default)]
     pub signed_prefixes: Vec<String>,
-    /// Path prefixes a client without a certificate may reach (the policy chain decides).
+    /// Route prefixes a client without a certificate may reach (the policy chain decides),
+    /// matched like `signed_prefixes`.
     #[serde(default)]
     pub anonymous_prefixes: Vec<String>,
     /// Extra `host[:port]` names signed requests may name as their destination (the
@@ -109,6 +112,31 @@ pub struct IngressSection {
     /// Largest request body, in bytes (bodies are buffered to digest them).
     #[serde(default = "defaults::max_body")]
     pub max_body_bytes: usize,
+}
+
+impl IngressSection {
+    /// `signed_prefixes` in canonical form; a prefix with none is a config error naming it.
+    pub fn signed_route_prefixes(&self) -> Result<Vec<request_path::RoutePrefix>> {
+        route_prefixes("ingress.signed_prefixes", &self.signed_prefixes)
+    }
+
+    /// `anonymous_prefixes` in canonical form, likewise.
+    pub fn anonymous_route_prefixes(&self) -> Result<Vec<request_path::RoutePrefix>> {
+        route_prefixes("ingress.anonymous_prefixes", &self.anonymous_prefixes)
+    }
+}
+
+fn route_prefixes(field: &str, prefixes: &[String]) -> Result<Vec<request_path::RoutePrefix>> {
+    prefixes
+        .iter()
+        .map(|p| {
+            request_path::RoutePrefix::new(p).map_err(|e| {
+                Error::Usage(format!(
+                    "config `{field}`: `{p}` is not a route prefix ({e}); write an absolute path such as `/fl/`"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// `[egress]`.
@@ -379,17 +407,8 @@ impl SidecarConfig {
         if self.authority.crl_wait.is_zero() || self.authority.crl_wait > Duration::from_secs(300) {
             return bad("authority.crl_wait", "between 1 s and 300 s");
         }
-        for (field, prefixes) in [
-            ("ingress.signed_prefixes", &self.ingress.signed_prefixes),
-            (
-                "ingress.anonymous_prefixes",
-                &self.ingress.anonymous_prefixes,
-            ),
-        ] {
-            if let Some(p) = prefixes.iter().find(|p| !p.starts_with('/')) {
-                return bad(field, &format!("`{p}` must start with `/`"));
-            }
-        }
+        self.ingress.signed_route_prefixes()?;
+        self.ingress.anonymous_route_prefixes()?;
         if self.ingress.max_body_bytes == 0 {
             return bad("ingress.max_body_bytes", "must be at least 1");
         }

@@ -259,11 +259,22 @@ pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<Respons
             "unknown peer: add it to egress.peers (or set egress.default_peer_port)",
         );
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    // The same canonical form the peer's ingress reads: what is signed and sent is what
+    // the peer's app will route, and a path the peer would refuse is refused here, where
+    // the app can be told why.
+    let path_and_query = match request_path::canonical_path(parts.uri.path()) {
+        Ok(path) => match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        },
+        Err(e) => {
+            return refused(
+                "refused_request",
+                StatusCode::BAD_REQUEST,
+                &format!("the request path cannot be sent: {e}"),
+            );
+        }
+    };
     let body = match Limited::new(body, egress.settings.max_body).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -293,7 +304,21 @@ pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<Respons
         }
     };
     strip_hop_by_hop(&mut parts.headers);
-    for name in sig_header::ALL {
+    // Identity headers are the receiving sidecar's to set; the peer would remove them.
+    crate::request_view::remove_owned_headers(&mut parts.headers);
+    // The app's own signature headers, however spelled, give way to the sidecar's (the
+    // peer refuses a `_` spelling beside the real one).
+    let theirs: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| {
+            sig_header::ALL
+                .iter()
+                .any(|h| crate::request_view::spells(k.as_str(), h))
+        })
+        .cloned()
+        .collect();
+    for name in theirs {
         parts.headers.remove(name);
     }
     for (name, value) in signed.pairs() {

@@ -1,8 +1,9 @@
 //! The sidecar's inbound path: mutual TLS with [`TrustClientVerifier`], then per request
-//! re-check the peer against the current CRL, normalise the path, verify the message
-//! signature (when present, or when the route requires one), strip any `X-Verified-*`
-//! headers that came from outside, ask the [`Admission`] policy, set the identity headers
-//! from what was verified, and forward to the local app.
+//! re-check the peer against the current CRL, read the request once ([`crate::request_view`]:
+//! canonical path, one authority, identity headers from outside removed in every spelling),
+//! verify the message signature (when present, or when the route requires one), ask the
+//! [`Admission`] policy, set the identity headers from what was verified, and forward to the
+//! local app.
 //!
 //! Limits: connections are counted before `accept` (a full house waits in the kernel's
 //! backlog instead of costing memory), handshakes and request heads have deadlines, heads
@@ -12,8 +13,10 @@
 //! Threads: [`serve_on_threads`] runs one event loop per core; every thread accepts, and
 //! [`crate::placement`] gives each new connection to the thread serving the fewest.
 //!
-//! One path normalisation ([`normalise_path`]) serves route matching, policies and the
-//! forwarded request, so what a policy approved is what the app receives.
+//! One reading serves every decision and the forwarded request: the canonical path
+//! ([`request_path::canonical_path`]) is what the route prefixes match, what the plugins see
+//! and what the app receives; the checked authority is the signature's destination and the
+//! app's `Host`. What a check approved is what the app receives.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -31,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use request_path::{RoutePrefix, canonical_path};
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
@@ -46,6 +50,7 @@ use trust_core::{
 use crate::metrics::Metrics;
 use crate::placement::{Arrival, Counted, Placement};
 use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
+use crate::request_view::{checked_authority, remove_owned_headers, spells};
 use crate::tls::TrustClientVerifier;
 use crate::upstream::UpstreamPool;
 
@@ -89,10 +94,12 @@ pub struct IngressSettings {
     /// Names this node answers to (`host` or `host:port`), for the signature's
     /// destination check.
     pub local_authorities: Vec<String>,
-    /// Path prefixes where a message signature is required.
-    pub signed_prefixes: Vec<String>,
-    /// Path prefixes reachable without a client certificate.
-    pub anonymous_prefixes: Vec<String>,
+    /// Route prefixes where a message signature is required (segment-wise, on the
+    /// canonical path).
+    pub signed_prefixes: Vec<RoutePrefix>,
+    /// Route prefixes reachable without a client certificate (segment-wise, on the
+    /// canonical path).
+    pub anonymous_prefixes: Vec<RoutePrefix>,
     /// Largest request body.
     pub max_body: usize,
     /// Time the app gets to answer.
@@ -547,85 +554,8 @@ pub fn full(bytes: Bytes) -> ResponseBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// Why a path cannot be normalised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathRejection {
-    /// Not starting with `/`.
-    NotAbsolute,
-    /// Encoded `/`, `\` or `.`, a raw `\`, or a NUL: characters that let two parsers
-    /// disagree about the path.
-    Ambiguous,
-    /// `..` above the root.
-    EscapesRoot,
-}
-
-/// The one path normalisation: removes `.` and `..` segments and empty segments (`//`),
-/// and refuses encodings that let the app or a policy read a different path than the
-/// sidecar did (`%2f`, `%5c`, `%2e`, `\`, NUL). The query is not touched. A path that is
-/// already normal (nearly every request) is returned as it came, without a copy.
-pub fn normalise_path(path: &str) -> Result<Cow<'_, str>, PathRejection> {
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(PathRejection::NotAbsolute);
-    };
-    let bytes = path.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\\' | 0 => return Err(PathRejection::Ambiguous),
-            b'%' => {
-                if let Some(&[hi, lo]) = bytes.get(i + 1..i + 3) {
-                    let pair = [hi.to_ascii_lowercase(), lo.to_ascii_lowercase()];
-                    if matches!(&pair, b"2f" | b"5c" | b"2e" | b"00") {
-                        return Err(PathRejection::Ambiguous);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    // Already normal: no `.` or `..` segment and no empty one but a trailing slash.
-    let mut segments = rest.split('/').peekable();
-    let mut normal = true;
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
-            normal = false;
-            break;
-        }
-    }
-    if normal {
-        return Ok(Cow::Borrowed(path));
-    }
-    rebuild(path).map(Cow::Owned)
-}
-
-/// The normal form of an absolute, unambiguous path, built anew: `.`, `..` and empty
-/// segments resolved; a trailing slash kept.
-fn rebuild(path: &str) -> Result<String, PathRejection> {
-    let mut out: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                if out.pop().is_none() {
-                    return Err(PathRejection::EscapesRoot);
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let mut normal = String::with_capacity(path.len());
-    for s in &out {
-        normal.push('/');
-        normal.push_str(s);
-    }
-    if normal.is_empty() || (path.ends_with('/') && !out.is_empty()) {
-        normal.push('/');
-    }
-    Ok(normal)
-}
-
-fn prefix_matches(prefixes: &[String], path: &str) -> bool {
-    prefixes.iter().any(|p| path.starts_with(p.as_str()))
+fn covered(prefixes: &[RoutePrefix], path: &str) -> bool {
+    prefixes.iter().any(|p| p.covers(path))
 }
 
 /// A connection's verified peer, with the identity headers the app receives rendered once
@@ -713,42 +643,46 @@ pub async fn handle(
         }
         return response;
     }
+    // The one reading: every check below, the plugins and the app use these.
     let uri = std::mem::take(&mut parts.uri);
     let query = uri.query();
-    let path = match normalise_path(uri.path()) {
-        Ok(p) => p,
-        Err(_) => {
-            return refused(
-                "refused_request",
-                StatusCode::BAD_REQUEST,
-                "request path is not acceptable",
-            );
+    let (path, host) = match read_target(&uri, &parts.headers) {
+        Ok(read) => read,
+        Err((label, reason)) => {
+            metrics.bad_request(label);
+            return refused("refused_request", StatusCode::BAD_REQUEST, &reason);
         }
     };
-    if identity.is_none() && !prefix_matches(&ingress.settings.anonymous_prefixes, &path) {
+    let removed = remove_owned_headers(&mut parts.headers);
+    if removed > 0 {
+        metrics.identity_headers_removed.inc_by(removed as u64);
+        tracing::debug!(
+            peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
+            removed,
+            "identity headers from outside removed"
+        );
+    }
+    if identity.is_none() && !covered(&ingress.settings.anonymous_prefixes, &path) {
         return refused(
             "refused_certificate",
             StatusCode::UNAUTHORIZED,
             "a client certificate is required",
         );
     }
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
+    let Ok(authority) = host.to_str() else {
+        // `read_target` gives only visible ASCII; refused rather than assumed.
+        return refused(
+            "refused_request",
+            StatusCode::BAD_REQUEST,
+            "the Host header is not host[:port]",
+        );
+    };
 
     let received = match signature_headers(&parts.headers) {
         Ok(r) => r,
         Err(reason) => return refused("refused_signature", StatusCode::BAD_REQUEST, &reason),
     };
-    let required = prefix_matches(&ingress.settings.signed_prefixes, &path);
+    let required = covered(&ingress.settings.signed_prefixes, &path);
     let needs_digest = received.any_present() || required;
     let mut verified = None;
     let body: UpstreamBody = if needs_digest {
@@ -784,8 +718,9 @@ pub async fn handle(
             );
         };
         let raw_target = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request_parts =
-            RequestParts::new(parts.method.as_str(), &authority, raw_target, &bytes);
+        // The signature covers the target as the client sent it; the app receives its
+        // canonical form, a function of those very bytes.
+        let request_parts = RequestParts::new(parts.method.as_str(), authority, raw_target, &bytes);
         match verify_request(
             &received,
             &request_parts,
@@ -814,15 +749,6 @@ pub async fn handle(
         .observe(started.elapsed().as_secs_f64());
 
     strip_hop_by_hop(&mut parts.headers);
-    let spoofed: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-verified-"))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        parts.headers.remove(name);
-    }
 
     let decision = ingress.admission.decide(&AdmissionRequest {
         method: parts.method.as_str(),
@@ -872,13 +798,10 @@ pub async fn handle(
         HeaderName::from_static(VERIFIED_SIGNATURE),
         HeaderValue::from_static(if verified.is_some() { "true" } else { "false" }),
     );
-    if !parts.headers.contains_key(HOST)
-        && let Ok(v) = HeaderValue::from_str(&authority)
-    {
-        parts.headers.insert(HOST, v);
-    }
+    // The authority the signature was checked against is the one the app receives.
+    parts.headers.insert(HOST, host.clone());
     // Origin-form to the app: the request's own path and query when the path was
-    // already normal (no copy), otherwise the normalised path with the query.
+    // already canonical (no copy), otherwise the canonical path with the query.
     parts.uri = match (&path, uri.path_and_query()) {
         (Cow::Borrowed(_), Some(pq)) => Uri::from(pq.clone()),
         _ => {
@@ -1002,19 +925,38 @@ fn signature_refusal(rejection: &trust_core::SignatureRejection) -> &'static str
     }
 }
 
-/// The five signature headers; a duplicated one is refused (two values could be read
-/// differently by the signer and the verifier).
+/// The canonical path and the one authority of a request, or the refusal's metric label
+/// and what the client is told.
+fn read_target<'u>(
+    uri: &'u Uri,
+    headers: &HeaderMap,
+) -> Result<(Cow<'u, str>, HeaderValue), (&'static str, String)> {
+    let path = canonical_path(uri.path())
+        .map_err(|e| (e.label(), format!("request path refused: {e}")))?;
+    let host = checked_authority(uri, headers).map_err(|e| (e.label(), e.reason().to_owned()))?;
+    Ok((path, host))
+}
+
+/// The five signature headers. A duplicated one is refused, and so is one spelled with `_`
+/// (`X_From_Node`), which CGI-style servers read as the same header: two values could be
+/// read differently by the verifier and the app.
 fn signature_headers(headers: &HeaderMap) -> Result<ReceivedHeaders<'_>, String> {
     // One pass over the headers (most requests carry a handful) instead of five lookups.
     let mut found: [Option<&str>; 5] = [None; 5];
     for (name, value) in headers {
         let name = name.as_str();
-        if !name.starts_with("x-") {
+        if !(name.starts_with("x-") || name.starts_with("x_")) {
             continue;
         }
-        let Some(i) = signature::header::ALL.iter().position(|h| *h == name) else {
+        let Some(i) = signature::header::ALL.iter().position(|h| spells(name, h)) else {
             continue;
         };
+        if name != signature::header::ALL[i] {
+            return Err(format!(
+                "header {name} spells a signature header with '_': send {}",
+                signature::header::ALL[i]
+            ));
+        }
         if found[i].is_some() {
             return Err(format!("header {name} appears more than once"));
         }
@@ -1056,11 +998,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-
     use std::time::Duration;
 
-    use super::{PathRejection, normalise_path, signature_refusal, within};
+    use super::{signature_refusal, within};
 
     #[test]
     fn a_refused_signature_tells_the_sender_what_it_can_fix_and_a_forger_nothing() {
@@ -1086,34 +1026,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn paths_are_normalised_once_and_ambiguous_spellings_are_refused() {
-        for (raw, normal) in [
-            ("/", "/"),
-            ("/fl/update", "/fl/update"),
-            ("//fl//update", "/fl/update"),
-            ("/x/../fl/update", "/fl/update"),
-            ("/./fl/./update", "/fl/update"),
-            ("/fl/update/", "/fl/update/"),
-            ("/a/b/..", "/a"),
-            ("/trust/revoke/3", "/trust/revoke/3"),
-        ] {
-            assert_eq!(normalise_path(raw).as_deref(), Ok(normal), "{raw}");
-        }
-        for (raw, why) in [
-            ("fl/update", PathRejection::NotAbsolute),
-            ("/..", PathRejection::EscapesRoot),
-            ("/a/../../b", PathRejection::EscapesRoot),
-            ("/fl%2fupdate", PathRejection::Ambiguous),
-            ("/fl/%2E%2E/admin", PathRejection::Ambiguous),
-            ("/fl\\..\\admin", PathRejection::Ambiguous),
-            ("/fl/%5c", PathRejection::Ambiguous),
-            ("/fl/%00", PathRejection::Ambiguous),
-        ] {
-            assert_eq!(normalise_path(raw), Err(why), "{raw}");
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_deadline_armed_in_steps_ends_at_the_limit_not_at_a_step() {
         // A limit over several steps, and a step longer than the limit (one timer).
@@ -1136,54 +1048,5 @@ mod tests {
             Some("answer")
         );
         assert_eq!(started.elapsed(), Duration::from_secs(15));
-    }
-
-    /// The normalisation as first written: the encodings found on a lower-cased copy, the
-    /// path always rebuilt. The byte scan and the borrowed fast path must agree with it.
-    fn reference(path: &str) -> Result<String, PathRejection> {
-        if !path.starts_with('/') {
-            return Err(PathRejection::NotAbsolute);
-        }
-        let lower = path.to_ascii_lowercase();
-        if path.contains(['\\', '\0'])
-            || ["%2f", "%5c", "%2e", "%00"]
-                .iter()
-                .any(|e| lower.contains(e))
-        {
-            return Err(PathRejection::Ambiguous);
-        }
-        super::rebuild(path)
-    }
-
-    #[test]
-    fn the_fast_path_agrees_with_the_reference_on_every_short_path() {
-        // Every string of up to 6 pieces over the alphabet that matters to the
-        // algorithm (separators, dots, a name character, percent-encodings, backslash).
-        let alphabet = ["/", ".", "a", "%2e", "%2F", "%41", "\\", "%"];
-        let mut paths = vec![String::new()];
-        let mut checked = 0;
-        for _ in 0..6 {
-            let mut next = Vec::new();
-            for p in &paths {
-                for a in alphabet {
-                    next.push(format!("{p}{a}"));
-                }
-            }
-            for p in &next {
-                let got = normalise_path(p);
-                assert_eq!(
-                    got.as_deref().map_err(|e| *e),
-                    reference(p).as_deref().map_err(|e| *e),
-                    "{p:?}"
-                );
-                // Borrowed exactly when nothing had to change.
-                if let Ok(normal) = &got {
-                    assert_eq!(matches!(normal, Cow::Borrowed(_)), normal == p, "{p:?}");
-                }
-                checked += 1;
-            }
-            paths = next;
-        }
-        assert!(checked > 250_000, "{checked}");
     }
 }

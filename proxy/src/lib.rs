@@ -15,7 +15,8 @@
 //! | [`credentials`] | the node key and certificate: enrolment, renewal, reload, rustls resolvers |
 //! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
-//! | [`ingress`] | the inbound path: mTLS, per-request re-check, path normalisation, signature, policy, identity headers, forwarding |
+//! | [`ingress`] | the inbound path: mTLS, per-request re-check, the request's one reading, signature, policy, identity headers, forwarding |
+//! | [`request_view`] | that one reading: canonical path (crate `request-path`), the checked authority, identity headers from outside removed in every spelling |
 //! | [`placement`] | which ingress thread serves a new connection: the one serving the fewest |
 //! | [`upstream`] | the ingress's keep-alive connections to the local app, one pool per ingress thread |
 //! | [`egress`] | the outbound forward proxy: `HTTP_PROXY` in, signed mTLS out |
@@ -42,6 +43,7 @@ pub mod offline;
 pub mod placement;
 pub mod policy;
 pub mod policy_cli;
+pub mod request_view;
 pub mod serve;
 pub mod sidecar;
 pub mod testnet;

@@ -58,6 +58,12 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// Requests where the shadow set decided otherwise than the enforcing one.
     pub policy_shadow_disagreements: IntCounterVec,
+    /// Requests refused with 400 before any check because their path or authority has no
+    /// one reading, by reason (the path's rejection label, or `host_*`).
+    pub bad_requests: IntCounterVec,
+    /// Identity headers (any spelling of `x-verified-*`, `x-forwarded-*`, `forwarded`, ...)
+    /// that arrived from outside and were removed before the request went further.
+    pub identity_headers_removed: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -191,6 +197,15 @@ impl Metrics {
                 "Requests where the shadow policy set decided otherwise than the enforcing one, by the two decisions",
                 &["enforced", "shadow"],
             ),
+            bad_requests: counter_vec(
+                "tpm_bad_requests_total",
+                "Requests refused with 400 because their path or authority could be read two ways, by reason",
+                &["reason"],
+            ),
+            identity_headers_removed: int_counter(
+                "tpm_identity_headers_removed_total",
+                "Identity headers (x-verified-*, x-forwarded-*, forwarded, ... in any spelling) sent from outside and removed",
+            ),
             policy_reloads: counter_vec(
                 "tpm_policy_reloads_total",
                 "Policy-set reloads by result (ok, failed: the previous set keeps serving)",
@@ -304,10 +319,21 @@ impl Metrics {
         for result in ["ok", "failed"] {
             self.policy_reloads.with_label_values(&[result]);
         }
+        for rejection in request_path::PathRejection::ALL {
+            self.bad_requests.with_label_values(&[rejection.label()]);
+        }
+        for rejection in crate::request_view::AuthorityRejection::ALL {
+            self.bad_requests.with_label_values(&[rejection.label()]);
+        }
         for (enforced, shadow) in [("allow", "deny"), ("deny", "allow")] {
             self.policy_shadow_disagreements
                 .with_label_values(&[enforced, shadow]);
         }
+    }
+
+    /// Counts a request refused because its path or authority has no one reading.
+    pub fn bad_request(&self, reason: &str) {
+        self.bad_requests.with_label_values(&[reason]).inc();
     }
 
     /// Counts a refused signature.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::cli::{PolicyCommand, PolicySetArgs};
 use crate::error::{Error, Result};
-use crate::ingress::normalise_path;
+use request_path::canonical_path;
 
 /// Dispatch.
 pub fn run(command: PolicyCommand) -> Result<()> {
@@ -142,13 +142,13 @@ fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
                 nonce: s.nonce.clone(),
             }),
         };
-        // What the ingress would do before the policy: normalise, or refuse with 400.
+        // What the ingress would do before the policy: the canonical path, or 400.
         let (allowed, status, detail) =
-            match normalise_path(case.path.split('?').next().unwrap_or("")) {
+            match canonical_path(case.path.split('?').next().unwrap_or("")) {
                 Err(why) => (
                     false,
                     400,
-                    format!("refused by the ingress before any policy ({why:?})"),
+                    format!("refused by the ingress before any policy ({why})"),
                 ),
                 Ok(path) => {
                     let request = Request {

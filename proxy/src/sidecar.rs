@@ -111,8 +111,8 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
     let settings = IngressSettings {
         upstream: config.ingress.upstream,
         local_authorities,
-        signed_prefixes: config.ingress.signed_prefixes.clone(),
-        anonymous_prefixes: config.ingress.anonymous_prefixes.clone(),
+        signed_prefixes: config.ingress.signed_route_prefixes()?,
+        anonymous_prefixes: config.ingress.anonymous_route_prefixes()?,
         max_body: config.ingress.max_body_bytes,
         upstream_timeout: config.limits.upstream_timeout,
         handshake_timeout: config.limits.handshake_timeout,

@@ -362,18 +362,24 @@ async fn odd_request_targets_are_refused_and_absolute_form_cannot_redirect_a_sig
     }
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
 
-    // A request signed for this node, sent in absolute form naming another host: the
-    // destination the sidecar checks is the one in the request line, so it is refused.
+    // A request signed for this node, sent in absolute form naming another host than its
+    // Host: two authorities, so it is refused before its signature is even read.
     let peer = PKI.node(65);
     let body = b"{}";
     let head = signed_head(&node, &peer, "https://evil.example/fl/update", body) + "{}";
     let answer = raw_exchange(&node, head.as_bytes()).await;
     assert_eq!(
         status_of(&answer),
-        401,
+        400,
         "{}",
         String::from_utf8_lossy(&answer)
     );
+    let conflicting = node
+        .metrics
+        .bad_requests
+        .with_label_values(&["host_conflicting"])
+        .get();
+    assert_eq!(conflicting, 1);
     assert_eq!(node.app_hits.load(Ordering::SeqCst), 0);
     still_serves(&node).await;
     all_connections_released(&node).await;

@@ -117,6 +117,27 @@ async fn start(
     let stop = CancellationToken::new();
     let app_hits = Arc::new(AtomicUsize::new(0));
     let upstream = start_app(Arc::clone(&app_hits), stop.clone()).await;
+    start_in_front_of(
+        upstream,
+        app_hits,
+        stop,
+        Arc::new(AllowAll),
+        customise,
+        threads,
+    )
+    .await
+}
+
+/// A node in front of the app at `upstream` (whose requests `app_hits` counts, if the
+/// caller counts them), admitting by `admission`, stopped by `stop`.
+pub(crate) async fn start_in_front_of(
+    upstream: std::net::SocketAddr,
+    app_hits: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    admission: Arc<dyn trust_proxy::policy::Admission>,
+    customise: impl FnOnce(&mut IngressSettings),
+    threads: Option<usize>,
+) -> (Node, Option<tokio::task::JoinHandle<std::io::Result<()>>>) {
     let cache = Arc::new(TrustCache::new(
         CertificateVerifier::new(PKI.ca.root().clone(), VerifySettings::default()),
         CacheSettings::default(),
@@ -128,7 +149,7 @@ async fn start(
     let authority = format!("localhost:{}", addr.port());
     let mut settings = IngressSettings {
         local_authorities: vec![authority.clone()],
-        signed_prefixes: vec!["/fl/".into()],
+        signed_prefixes: vec![request_path::RoutePrefix::new("/fl/").unwrap()],
         max_body: 1 << 20,
         ..IngressSettings::new(upstream)
     };
@@ -138,7 +159,7 @@ async fn start(
         Arc::clone(&cache),
         serving(&me),
         settings,
-        Arc::new(AllowAll),
+        admission,
         metrics.clone(),
     )
     .unwrap();
@@ -166,8 +187,9 @@ async fn start(
     (node, task)
 }
 
-/// A rustls client configuration presenting `client`'s certificate, trusting the test root.
-pub(crate) fn client_config(client: &TestNode) -> rustls::ClientConfig {
+/// A rustls client configuration trusting the test root, before its client certificate.
+fn trusting_the_test_root()
+-> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(PKI.ca.root().der().clone()).unwrap();
     rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -176,11 +198,21 @@ pub(crate) fn client_config(client: &TestNode) -> rustls::ClientConfig {
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![client.cert.der.clone()],
-        PrivateKeyDer::Pkcs8(client.key.pkcs8_der()),
-    )
-    .unwrap()
+}
+
+/// A rustls client configuration presenting `client`'s certificate, trusting the test root.
+pub(crate) fn client_config(client: &TestNode) -> rustls::ClientConfig {
+    trusting_the_test_root()
+        .with_client_auth_cert(
+            vec![client.cert.der.clone()],
+            PrivateKeyDer::Pkcs8(client.key.pkcs8_der()),
+        )
+        .unwrap()
+}
+
+/// A rustls client configuration with no client certificate, trusting the test root.
+pub(crate) fn anonymous_client_config() -> rustls::ClientConfig {
+    trusting_the_test_root().with_no_client_auth()
 }
 
 /// An mTLS stream to `node` as `client`, for raw bytes.

@@ -12,7 +12,7 @@
 //! | [`crl`] | a CRL (DER and PEM) through `RevocationList` | anything accepted is the fixture CRL (number, entries) |
 //! | [`enroll_body`] | a `POST /trust/enroll` body through `Authority::enroll` | an answer names a node id and carries a certificate |
 //! | [`policy_set`] | a policy-set file through `PolicySet::parse` | every plugin route it keeps starts with `/` |
-//! | [`path`] | the one path normalisation (`ingress::normalise_path`) | its output is canonical and a fixed point |
+//! | [`path`] | the canonical path (`request_path::canonical_path`) and route prefixes | accepted: a fixed point, ASCII, and it decodes (as an app decodes) to what the input decodes to once dot and empty segments are resolved; a prefix covers it exactly when it covers the decoded route |
 //!
 //! `fuzz/` (a cargo-fuzz project, nightly) wraps each in a `fuzz_target!`;
 //! `tests/replay.rs` replays the seed corpora (`fuzz/corpus/<target>/`) and every crash the
@@ -218,29 +218,86 @@ pub fn policy_set(data: &[u8]) {
         Path::new("/nonexistent-plugin-dir"),
     ) {
         for plugin in &set.plugins {
-            assert!(plugin.routes.iter().all(|r| r.starts_with('/')));
+            assert!(plugin.routes.iter().all(|r| r.as_str().starts_with('/')));
         }
     }
 }
 
-/// The one path normalisation shared by the policies and forwarding.
+/// The canonical path every route rule, plugin and app shares, against an oracle written
+/// apart from it: what an app decodes from the canonical form is what it decodes from the
+/// input once dot and empty segments are resolved.
 pub fn path(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(normal) = trust_proxy::ingress::normalise_path(text) {
-        assert!(normal.starts_with('/'), "{normal:?} is not absolute");
-        assert!(!normal.contains("//"), "{normal:?} keeps an empty segment");
-        assert!(
-            !normal.split('/').any(|s| s == "." || s == ".."),
-            "{normal:?} keeps a dot segment"
-        );
+    let Ok(canonical) = request_path::canonical_path(text) else {
+        return;
+    };
+    assert!(canonical.is_ascii(), "{canonical:?} is not ASCII");
+    assert!(
+        request_path::is_canonical(&canonical),
+        "{text:?} -> {canonical:?} is not its own form"
+    );
+    let decoded = percent_decode(&canonical);
+    assert_eq!(
+        Some(&decoded),
+        resolve_segments(&percent_decode(text)).as_ref(),
+        "{text:?} -> {canonical:?} decodes to another path"
+    );
+    let route = String::from_utf8(decoded).expect("the canonical form decodes to UTF-8");
+    for prefix in ["/", "/fl", "/trust/revoke", "/a+b"] {
+        let rule = request_path::RoutePrefix::new(prefix).expect("a valid prefix");
+        let by_segments =
+            prefix == "/" || route == prefix || route.starts_with(&format!("{prefix}/"));
         assert_eq!(
-            trust_proxy::ingress::normalise_path(&normal).as_deref(),
-            Ok(&*normal),
-            "normalising twice changed {text:?}"
+            rule.covers(&canonical),
+            by_segments,
+            "{text:?} under {prefix}"
         );
     }
+}
+
+/// Every `%XX` decoded (an accepted input has only valid escapes), as werkzeug and gunicorn
+/// decode a path.
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ASCII escape");
+            out.push(u8::from_str_radix(hex, 16).expect("a valid escape"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `.`, `..` and empty segments resolved (a trailing slash kept after them); `None` above
+/// the root.
+fn resolve_segments(decoded: &[u8]) -> Option<Vec<u8>> {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut slash_at_end = false;
+    for piece in decoded.split(|b| *b == b'/').skip(1) {
+        slash_at_end = matches!(piece, b"" | b"." | b"..");
+        if piece == b".." {
+            kept.pop()?;
+        } else if !slash_at_end {
+            kept.push(piece);
+        }
+    }
+    let mut out = Vec::new();
+    for k in kept {
+        out.push(b'/');
+        out.extend_from_slice(k);
+    }
+    if out.is_empty() || slash_at_end {
+        out.push(b'/');
+    }
+    Some(out)
 }
 
 /// A fuzz target's body.

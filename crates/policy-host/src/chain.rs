@@ -176,18 +176,29 @@ impl PolicyHost {
 
     /// Evaluates `request`: plugins in order, skipping those whose routes do not cover
     /// the path; the first enforcing denial wins; shadow plugins are counted, never enforced.
+    ///
+    /// `request.path` must be canonical ([`request_path::canonical_path`]), as the sidecar
+    /// hands it over: routes and plugins compare that one form. A path that is not is
+    /// denied (400) before any plugin runs, so a caller's mistake cannot become a way
+    /// around a route.
     pub fn evaluate(&self, request: &Request) -> Verdict {
+        if !request_path::is_canonical(&request.path) {
+            tracing::error!(path = %request.path, "policy asked about a path not in canonical form; denied");
+            return Verdict {
+                decision: Decision::Deny(Denial {
+                    status: 400,
+                    reason: "request path is not in canonical form".into(),
+                }),
+                by: Some("policy-host".into()),
+                signature_refusal: None,
+            };
+        }
         // A guard, not a clone of the Arc: two threads bumping one reference count on
         // every request bounce its cache line between the cores.
         let chain = self.current.load();
         for (plugin, recorder) in &chain.plugins {
             let entry = &plugin.entry;
-            if !entry.routes.is_empty()
-                && !entry
-                    .routes
-                    .iter()
-                    .any(|r| policy_sdk::under(&request.path, r))
-            {
+            if !entry.routes.is_empty() && !entry.routes.iter().any(|r| r.covers(&request.path)) {
                 continue;
             }
             let started = Instant::now();

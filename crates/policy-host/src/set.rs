@@ -6,7 +6,9 @@
 //! name = "replay-window"          # the plugin; its file is <plugin_dir>/replay_window.wasm
 //! # file = "my-replay.wasm"       # or name the file (relative to the plugin folder)
 //! fail = "closed"                 # closed (default): a trap or timeout denies; open: allows
-//! routes = ["/fl/"]               # only requests under these prefixes (default: all)
+//! routes = ["/fl/"]               # only requests under these prefixes (default: all);
+//!                                 # segment-wise on the canonical path: `/fl/` covers
+//!                                 # `/fl` and `/fl/x`, not `/flx`
 //! shadow = false                  # true: evaluate and count, never enforce
 //! timeout_ms = 50                 # wall-clock deadline per call (default 100)
 //! memory_mb = 16                  # memory limit per instance (default 16)
@@ -42,8 +44,8 @@ pub struct PluginEntry {
     pub file: PathBuf,
     /// Whether a trap or timeout admits (open) or denies (closed).
     pub fail_open: bool,
-    /// Path prefixes it applies to; empty: all.
-    pub routes: Vec<String>,
+    /// Route prefixes it applies to (segment-wise, on the canonical path); empty: all.
+    pub routes: Vec<request_path::RoutePrefix>,
     /// Evaluated and counted, never enforced.
     pub shadow: bool,
     /// Deadline per call.
@@ -122,11 +124,14 @@ impl PolicySet {
                     )));
                 }
             };
-            if let Some(r) = raw.routes.iter().find(|r| !r.starts_with('/')) {
-                return Err(bad(format!(
-                    "{}: `{r}` must start with `/`",
-                    field("routes")
-                )));
+            let mut routes = Vec::with_capacity(raw.routes.len());
+            for r in &raw.routes {
+                routes.push(request_path::RoutePrefix::new(r).map_err(|e| {
+                    bad(format!(
+                        "{}: `{r}` is not a route prefix ({e}); write an absolute path such as `/fl/`",
+                        field("routes")
+                    ))
+                })?);
             }
             // Wall-clock (epochs): it must stay well above what a busy machine's scheduler
             // can add to a 2 us call, or load alone would make plugins fail closed.
@@ -161,7 +166,7 @@ impl PolicySet {
                 file: plugin_dir.join(file),
                 name: raw.name,
                 fail_open,
-                routes: raw.routes,
+                routes,
                 shadow: raw.shadow,
                 timeout: Duration::from_millis(timeout_ms),
                 memory: (memory_mb as usize) << 20,

@@ -149,12 +149,15 @@ const ADMIN_ONLY: &str = "[[plugin]]\nname = \"admin-only-revoke\"\n";
 fn admin_only_revoke_admits_admins_and_refuses_nodes_on_every_spelling() {
     let folder = Folder::new(ADMIN_ONLY);
     let host = folder.host(Arc::new(Counts::default())).unwrap();
-    for path in [
+    // Each spelling as the sidecar hands it over: in canonical form.
+    for spelling in [
         "/trust/revoke/3",
-        "/TRUST/revoke/3/",
+        "/trust/revoke/3/",
         "/trust/%72evoke/3",
+        "/trust//revoke/./3",
         "/trust/revoke",
     ] {
+        let path = &*request_path::canonical_path(spelling).unwrap();
         assert_eq!(
             status(&host.evaluate(&request("POST", path, Some(&["admin"])))),
             200,
@@ -175,10 +178,14 @@ fn admin_only_revoke_admits_admins_and_refuses_nodes_on_every_spelling() {
             "{path}"
         );
     }
-    assert_eq!(
-        status(&host.evaluate(&request("GET", "/trust/status", Some(&["node"])))),
-        200
-    );
+    // Another route to Flask (it routes letter case apart), so not this rule's.
+    for other in ["/trust/status", "/TRUST/revoke/3", "/trust/revoked"] {
+        assert_eq!(
+            status(&host.evaluate(&request("GET", other, Some(&["node"])))),
+            200,
+            "{other}"
+        );
+    }
 }
 
 #[test]
@@ -474,10 +481,28 @@ fn routes_limit_a_plugin_to_its_prefixes_whatever_the_spelling() {
         Folder::new("[[plugin]]\nname = \"admin-only-revoke\"\nroutes = [\"/trust/revoke\"]\n");
     let host = folder.host(Arc::new(Counts::default())).unwrap();
     assert_eq!(
-        status(&host.evaluate(&request("POST", "/TRUST/%72evoke/3", Some(&["node"])))),
-        403,
-        "an encoded or upper-case spelling is still under the route"
+        status(&host.evaluate(&request("POST", "/trust/revoke/3", Some(&["node"])))),
+        403
     );
+    assert_eq!(
+        status(&host.evaluate(&request("POST", "/trust/revoked", Some(&["node"])))),
+        200,
+        "routes cover whole segments"
+    );
+    // The host compares canonical paths only: any other spelling is denied outright, never
+    // matched as written (the sidecar canonicalises before it asks).
+    for spelling in [
+        "/trust/%72evoke/3",
+        "/trust//revoke/3",
+        "/trust/./revoke/3",
+        "/x;y",
+    ] {
+        assert_eq!(
+            status(&host.evaluate(&request("POST", spelling, Some(&["admin"])))),
+            400,
+            "{spelling}"
+        );
+    }
 }
 
 /// A log another process appends to in the set's folder is not a change to the policy:

@@ -1,38 +1,45 @@
 //! `admin-only-revoke`: requests under the revocation routes are admitted only from a peer
-//! holding the `admin` role, whatever the method and however the path is spelled
-//! (percent-encoding, case, trailing slash; dot segments and double slashes are already
-//! removed by the sidecar).
+//! holding the `admin` role, whatever the method. Every spelling of those routes reaches
+//! the plugin as the one canonical path the app receives (the sidecar decodes, resolves
+//! and refuses before any plugin runs), so the rule compares that form segment-wise.
 //!
 //! Settings (all optional):
-//! - `paths`: comma-separated prefixes guarded (default `/trust/revoke`)
+//! - `paths`: comma-separated route prefixes guarded (default `/trust/revoke`)
 //! - `role`: the role required (default `admin`)
+//!
+//! A `paths` entry that is not a route prefix makes every call trap after a log line
+//! naming it: the policy set fails its probe at load and the set in force keeps serving.
 
 use std::sync::OnceLock;
+
+use policy_sdk::RoutePrefix;
 
 /// The rule, from the plugin's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Guarded prefixes.
-    pub paths: Vec<String>,
+    pub paths: Vec<RoutePrefix>,
     /// Role required under them.
     pub role: String,
 }
 
 impl Rule {
-    /// From settings read by `get`.
-    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Self {
-        let paths = get("paths")
-            .map(|p| policy_sdk::list(&p))
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| vec!["/trust/revoke".to_owned()]);
+    /// From settings read by `get`, or what is wrong with them.
+    pub fn from_settings(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let paths = match get("paths") {
+            Some(p) if !policy_sdk::list(&p).is_empty() => {
+                policy_sdk::prefixes(&p).map_err(|e| format!("setting `paths`: {e}"))?
+            }
+            _ => vec![RoutePrefix::new("/trust/revoke").map_err(|e| e.to_string())?],
+        };
         let role = get("role").unwrap_or_else(|| "admin".to_owned());
-        Self { paths, role }
+        Ok(Self { paths, role })
     }
 
-    /// `Ok` to admit, or the status and reason of the refusal. `roles` is `None` for an
-    /// anonymous client.
+    /// `Ok` to admit, or the status and reason of the refusal. `path` is canonical; `roles`
+    /// is `None` for an anonymous client.
     pub fn decide(&self, path: &str, roles: Option<&[String]>) -> Result<(), (u16, String)> {
-        if !self.paths.iter().any(|p| policy_sdk::under(path, p)) {
+        if !policy_sdk::under_any(path, &self.paths) {
             return Ok(());
         }
         match roles {
@@ -54,11 +61,18 @@ mod bindings {
 
     struct Plugin;
 
-    static RULE: OnceLock<Rule> = OnceLock::new();
+    static RULE: OnceLock<Result<Rule, String>> = OnceLock::new();
 
     impl Guest for Plugin {
         fn evaluate(request: Request) -> Decision {
-            let rule = RULE.get_or_init(|| Rule::from_settings(host::setting));
+            let rule = match RULE.get_or_init(|| Rule::from_settings(host::setting)) {
+                Ok(rule) => rule,
+                Err(why) => {
+                    // Fail closed, loudly: the probe at load traps here and the set is refused.
+                    host::log(host::Level::Error, why);
+                    panic!("admin-only-revoke: {why}");
+                }
+            };
             match rule.decide(
                 &request.path,
                 request.peer.as_ref().map(|p| p.roles.as_slice()),
@@ -74,24 +88,21 @@ mod bindings {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
 
     fn rule() -> Rule {
-        Rule::from_settings(|_| None)
+        Rule::from_settings(|_| None).unwrap()
     }
 
     #[test]
     fn admins_revoke_and_nodes_get_403_on_every_spelling() {
         let admin = vec!["admin".to_owned()];
         let node = vec!["node".to_owned()];
-        for path in [
-            "/trust/revoke/3",
-            "/trust/revoke/3/",
-            "/TRUST/REVOKE/3",
-            "/trust/%72evoke/3",
-            "/trust/Revoke%2f3",
-            "/trust/revoke",
-        ] {
+        // Canonical paths, as the sidecar hands them over; the spellings that lead to them
+        // are the sidecar's business (see the e2e `request_view` tests).
+        for path in ["/trust/revoke/3", "/trust/revoke/3/", "/trust/revoke"] {
             assert_eq!(rule().decide(path, Some(&admin)), Ok(()), "{path}");
             assert_eq!(
                 rule().decide(path, Some(&node)).map_err(|e| e.0),
@@ -120,9 +131,17 @@ mod tests {
             "paths" => Some("/admin, /trust/revoke".into()),
             "role" => Some("operator".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         let admin = vec!["admin".to_owned()];
         assert!(r.decide("/admin/x", Some(&admin)).is_err());
         assert!(r.decide("/admin/x", Some(&["operator".to_owned()])).is_ok());
+    }
+
+    #[test]
+    fn a_path_setting_that_is_no_route_prefix_is_an_error_naming_it() {
+        let e =
+            Rule::from_settings(|n| (n == "paths").then(|| "/admin, trust".into())).unwrap_err();
+        assert!(e.contains("paths") && e.contains("`trust`"), "{e}");
     }
 }

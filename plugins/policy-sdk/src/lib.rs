@@ -1,54 +1,37 @@
 //! Helpers the policy plugins share. Plain Rust with no bindings and no I/O, so every
 //! plugin's decision logic can be unit-tested natively.
 //!
-//! The sidecar hands plugins a normalised path (dot segments and empty segments removed;
-//! `%2f`, `%5c`, `%2e`, `%00` and backslashes refused before any plugin runs). What it
-//! leaves is percent-encoding of ordinary characters and letter case, which some apps
-//! decode or fold (Flask decodes `%72` to `r`); [`match_form`] removes both so a rule
-//! written as `/trust/revoke/` cannot be dodged as `/TRUST/%72evoke/`.
+//! # Paths
+//!
+//! The sidecar hands plugins the request's canonical path (crate `request-path`): escapes
+//! of characters that need none decoded (`/%72evoke` arrives as `/revoke`), other escapes
+//! upper-cased, dot and empty segments removed, and spellings that two parsers read
+//! differently (`%2F`, `%2E`, `\`, `;`, controls, invalid escapes) refused before any
+//! plugin runs. It is also exactly what the app receives. Every route the app decodes alike
+//! therefore has one spelling, so a rule compares it exactly, segment-wise: parse the
+//! rule's prefixes once with [`RoutePrefix::new`] (or [`prefixes`]) and ask
+//! [`RoutePrefix::covers`]. This is the very function the sidecar's native
+//! `signed_prefixes` and a policy set's `routes` use.
+//!
+//! Letter case is not folded: werkzeug (Flask) and gunicorn route `/FL/update` apart from
+//! `/fl/update`, so a rule that folded case would judge a different route than the app
+//! serves. An app that routes without regard to case is the one place to fold, in the
+//! plugin, on both sides.
 
-/// The form paths are compared in: percent-decoded (invalid escapes kept as they are),
-/// lower case, without a trailing slash (except the root).
-pub fn match_form(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    let mut text = String::from_utf8_lossy(&out).to_ascii_lowercase();
-    while text.len() > 1 && text.ends_with('/') {
-        text.pop();
-    }
-    text
+pub use request_path::{PathRejection, RoutePrefix, canonical_path, is_canonical};
+
+/// Whether the canonical `path` lies at or under any of `prefixes`.
+pub fn under_any(path: &str, prefixes: &[RoutePrefix]) -> bool {
+    prefixes.iter().any(|p| p.covers(path))
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Whether `path` (any form) falls under `prefix` (any form) segment-wise: `/trust/revoke`
-/// covers `/trust/revoke` and `/trust/revoke/3`, not `/trust/revoked`.
-pub fn under(path: &str, prefix: &str) -> bool {
-    let (path, prefix) = (match_form(path), match_form(prefix));
-    if prefix == "/" {
-        return true;
-    }
-    path == prefix || path.starts_with(&format!("{prefix}/"))
+/// A comma-separated setting of route prefixes, each in canonical form, or the first that
+/// has none (with why).
+pub fn prefixes(setting: &str) -> Result<Vec<RoutePrefix>, String> {
+    list(setting)
+        .iter()
+        .map(|p| RoutePrefix::new(p).map_err(|e| format!("`{p}` is not a route prefix: {e}")))
+        .collect()
 }
 
 /// A comma-separated setting as trimmed, non-empty items.
@@ -63,32 +46,41 @@ pub fn list(setting: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
 
     #[test]
-    fn encodings_case_and_trailing_slashes_do_not_change_what_matches() {
-        for p in [
-            "/trust/revoke/3",
-            "/TRUST/Revoke/3",
-            "/trust/%72evoke/3",
-            "/trust/revoke%2F3",
-            "/trust/revoke/3/",
-            "/trust/revoke",
-            "/trust/revoke/",
-        ] {
-            assert!(under(p, "/trust/revoke/"), "{p}");
+    fn a_rule_covers_the_canonical_path_segment_wise() {
+        let rule = prefixes("/trust/revoke/").unwrap();
+        for p in ["/trust/revoke/3", "/trust/revoke", "/trust/revoke/"] {
+            assert!(under_any(p, &rule), "{p}");
         }
         for p in [
             "/trust/revoked",
             "/trust/status",
             "/trust",
             "/",
-            "/trustrevoke/3",
+            "/TRUST/revoke/3",
         ] {
-            assert!(!under(p, "/trust/revoke"), "{p}");
+            assert!(!under_any(p, &rule), "{p}");
         }
-        assert_eq!(match_form("/a%zz/%4"), "/a%zz/%4");
-        assert!(under("/anything", "/"));
+        // Every spelling the sidecar lets through arrives canonical, and so is covered.
+        for spelling in [
+            "/trust/%72evoke/3",
+            "/trust//revoke/./3",
+            "/x/../trust/revoke/3",
+        ] {
+            let canonical = canonical_path(spelling).unwrap();
+            assert!(under_any(&canonical, &rule), "{spelling}");
+        }
+        assert!(under_any("/anything", &prefixes("/").unwrap()));
+    }
+
+    #[test]
+    fn a_bad_prefix_is_named() {
+        let e = prefixes("/ok, fl, /b").unwrap_err();
+        assert!(e.contains("`fl`"), "{e}");
     }
 
     #[test]

@@ -1,41 +1,47 @@
-//! `route-allow-list`: which roles may reach which path prefixes. A request whose path
+//! `route-allow-list`: which roles may reach which route prefixes. A request whose path
 //! falls under no rule, or under rules none of whose roles the peer holds, is refused
 //! (403). Anonymous clients hold the role `anonymous`.
 //!
 //! Setting `rules` (required): `;`-separated `role=prefix,prefix`, e.g.
-//! `node=/fl/,/trust/status; admin=/; anonymous=/trust/ca-certificate`. Matching ignores
-//! percent-encoding, case and trailing slashes, segment-wise (`/fl` covers `/fl/update`,
-//! not `/flx`). Without rules every request is refused (fail closed).
+//! `node=/fl/,/trust/status; admin=/; anonymous=/trust/ca-certificate`. Prefixes match the
+//! request's canonical path segment-wise (`/fl` covers `/fl/update`, not `/flx`), exactly,
+//! letter case included, as the app routes it. Without rules every request is refused
+//! (fail closed); a rule that does not parse makes every call trap after a log line naming
+//! it, so the set fails its probe at load and the set in force keeps serving.
 
 use std::sync::OnceLock;
 
+use policy_sdk::RoutePrefix;
+
 /// The parsed rules: (role, prefix) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rules(pub Vec<(String, String)>);
+pub struct Rules(pub Vec<(String, RoutePrefix)>);
 
 impl Rules {
-    /// Parses the `rules` setting.
-    pub fn parse(text: &str) -> Self {
+    /// Parses the `rules` setting, or says which rule is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let mut rules = Vec::new();
-        for part in text.split(';') {
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((role, prefixes)) = part.split_once('=') else {
-                continue;
+                return Err(format!("rule `{part}` is not `role=prefix,prefix`"));
             };
-            for prefix in policy_sdk::list(prefixes) {
+            for prefix in
+                policy_sdk::prefixes(prefixes).map_err(|e| format!("rule `{part}`: {e}"))?
+            {
                 rules.push((role.trim().to_owned(), prefix));
             }
         }
-        Self(rules)
+        Ok(Self(rules))
     }
 
-    /// `Ok` to admit; `roles` is `None` for an anonymous client.
+    /// `Ok` to admit; `path` is canonical; `roles` is `None` for an anonymous client.
     pub fn decide(&self, path: &str, roles: Option<&[String]>) -> Result<(), (u16, String)> {
         let anonymous = ["anonymous".to_owned()];
         let held = roles.unwrap_or(&anonymous);
         let allowed = self
             .0
             .iter()
-            .any(|(role, prefix)| held.contains(role) && policy_sdk::under(path, prefix));
+            .any(|(role, prefix)| held.contains(role) && prefix.covers(path));
         if allowed {
             Ok(())
         } else {
@@ -56,12 +62,20 @@ mod bindings {
 
     struct Plugin;
 
-    static RULES: OnceLock<Rules> = OnceLock::new();
+    static RULES: OnceLock<Result<Rules, String>> = OnceLock::new();
 
     impl Guest for Plugin {
         fn evaluate(request: Request) -> Decision {
-            let rules =
+            let parsed =
                 RULES.get_or_init(|| Rules::parse(&host::setting("rules").unwrap_or_default()));
+            let rules = match parsed {
+                Ok(rules) => rules,
+                Err(why) => {
+                    // Fail closed, loudly: the probe at load traps here and the set is refused.
+                    host::log(host::Level::Error, &format!("setting `rules`: {why}"));
+                    panic!("route-allow-list: setting `rules`: {why}");
+                }
+            };
             match rules.decide(
                 &request.path,
                 request.peer.as_ref().map(|p| p.roles.as_slice()),
@@ -77,28 +91,39 @@ mod bindings {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
     use super::*;
 
     #[test]
     fn roles_reach_only_their_prefixes() {
         let rules =
-            Rules::parse("node=/fl/, /trust/status; admin=/; anonymous=/trust/ca-certificate");
+            Rules::parse("node=/fl/, /trust/status; admin=/; anonymous=/trust/ca-certificate")
+                .unwrap();
         let node = vec!["node".to_owned()];
         let admin = vec!["admin".to_owned()];
         assert!(rules.decide("/fl/update", Some(&node)).is_ok());
-        assert!(rules.decide("/FL/%75pdate/", Some(&node)).is_ok());
+        assert!(rules.decide("/fl/update/", Some(&node)).is_ok());
+        assert!(rules.decide("/fl", Some(&node)).is_ok());
         assert!(rules.decide("/trust/status", Some(&node)).is_ok());
         assert!(rules.decide("/trust/revoke/3", Some(&node)).is_err());
         assert!(rules.decide("/flx", Some(&node)).is_err());
+        assert!(
+            rules.decide("/FL/update", Some(&node)).is_err(),
+            "another route to Flask"
+        );
         assert!(rules.decide("/trust/revoke/3", Some(&admin)).is_ok());
         assert!(rules.decide("/trust/ca-certificate", None).is_ok());
         assert!(rules.decide("/trust/status", None).is_err());
     }
 
     #[test]
-    fn no_rules_refuse_everything() {
+    fn no_rules_refuse_everything_and_a_bad_rule_is_named() {
         let node = vec!["node".to_owned()];
-        assert!(Rules::parse("").decide("/", Some(&node)).is_err());
-        assert!(Rules::parse("garbage").decide("/", Some(&node)).is_err());
+        assert!(Rules::parse("").unwrap().decide("/", Some(&node)).is_err());
+        let e = Rules::parse("node=/fl; garbage").unwrap_err();
+        assert!(e.contains("`garbage`"), "{e}");
+        let e = Rules::parse("node=fl").unwrap_err();
+        assert!(e.contains("`fl`"), "{e}");
     }
 }
