@@ -17,6 +17,7 @@ mod monitoring;
 mod openssl_interop;
 mod policy_cli;
 mod python_interop;
+mod request_view;
 mod sidecar;
 mod soak;
 mod testnet;
