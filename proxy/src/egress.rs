@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderName};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -39,12 +39,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use trust_core::signature::header as sig_header;
 use trust_core::verify::{Usage, VerifySettings};
-use trust_core::{CertificateVerifier, RequestParts, TrustCache};
+use trust_core::{CertificateVerifier, RequestParts, SignatureHeaders, TrustCache};
 
 use crate::authority_client::unix_now;
 use crate::credentials::{CredentialStore, Credentials};
-use crate::ingress::{ResponseBody, refuse, strip_hop_by_hop};
+use crate::ingress::{ResponseBody, strip_hop_by_hop};
 use crate::metrics::Metrics;
+use crate::refusal::{Direction, Refusal};
 
 /// Where a host the app names goes, and who must answer there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,42 +224,30 @@ pub async fn serve(listener: TcpListener, egress: Arc<Egress>, shutdown: Cancell
     }
 }
 
-/// One request from the app.
+/// One request from the app. The steps run in order and the first refusal ends the request
+/// ([`Refusal::respond`] answers, counts and logs).
 pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<ResponseBody> {
-    let metrics = &egress.metrics;
-    let refused = |outcome: &str, status: StatusCode, reason: &str| {
-        metrics.request("egress", outcome);
-        refuse(status, reason)
-    };
+    match sign_and_relay(egress, req).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.respond(Direction::Egress, &egress.metrics),
+    }
+}
+
+/// The outbound path: which peer, the canonical target, the body, the signature, the
+/// headers the peer owns, then mTLS to the peer.
+async fn sign_and_relay(
+    egress: &Egress,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Refusal> {
     if req.method() == Method::CONNECT {
-        return refused(
-            "refused_request",
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported: use http:// URLs; the sidecar adds mutual TLS and signs",
-        );
+        return Err(Refusal::Connect);
     }
     let (mut parts, body) = req.into_parts();
     if parts.uri.scheme_str() != Some("http") {
-        return refused(
-            "refused_request",
-            StatusCode::BAD_REQUEST,
-            "send absolute-form http:// requests (set HTTP_PROXY to this address)",
-        );
+        return Err(Refusal::NotAbsoluteHttp);
     }
-    let Some(host) = parts.uri.host().map(str::to_owned) else {
-        return refused(
-            "refused_request",
-            StatusCode::BAD_REQUEST,
-            "the request URL has no host",
-        );
-    };
-    let Some(route) = egress.route(&host) else {
-        return refused(
-            "refused_request",
-            StatusCode::BAD_GATEWAY,
-            "unknown peer: add it to egress.peers (or set egress.default_peer_port)",
-        );
-    };
+    let host = parts.uri.host().map(str::to_owned).ok_or(Refusal::NoHost)?;
+    let route = egress.route(&host).ok_or(Refusal::UnknownPeer)?;
     // The same canonical form the peer's ingress reads: what is signed and sent is what
     // the peer's app will route, and a path the peer would refuse is refused here, where
     // the app can be told why.
@@ -268,48 +257,72 @@ pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<Respons
             None => path.into_owned(),
         },
         Err(e) => {
-            return refused(
-                "refused_request",
-                StatusCode::BAD_REQUEST,
-                &format!("the request path cannot be sent: {e}"),
-            );
+            return Err(Refusal::Unreadable {
+                label: e.label(),
+                reason: format!("the request path cannot be sent: {e}"),
+            });
         }
     };
-    let body = match Limited::new(body, egress.settings.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return refused(
-                "refused_request",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            );
-        }
-    };
+    let body = Limited::new(body, egress.settings.max_body)
+        .collect()
+        .await
+        .map_err(|_| Refusal::BodyTooLarge { close: false })?
+        .to_bytes();
     // The destination named in the signature is the peer's name as the app wrote it,
     // without a port: the peer lists that name among those it answers to.
     let destination = host.to_ascii_lowercase();
     let credentials = egress.credentials.current();
-    let signed = match credentials.signer.sign(
-        &RequestParts::new(parts.method.as_str(), &destination, &path_and_query, &body),
-        unix_now(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "signing failed");
-            return refused(
-                "refused_request",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the sidecar could not sign the request",
-            );
+    let signed = credentials
+        .signer
+        .sign(
+            &RequestParts::new(parts.method.as_str(), &destination, &path_and_query, &body),
+            unix_now(),
+        )
+        .map_err(|e| Refusal::SigningFailed(e.to_string()))?;
+    peer_headers(&mut parts.headers, &signed, &destination);
+    parts.uri = format!("https://{}{path_and_query}", route.address)
+        .parse::<Uri>()
+        .map_err(|_| Refusal::TargetNotForwardable)?;
+    parts.version = http::Version::HTTP_11;
+    let client = egress
+        .client(&destination, &route, &credentials)
+        .map_err(|e| Refusal::PeerNameNotUsable(format!("{destination}: {e}")))?;
+    let answer = tokio::time::timeout(
+        egress.settings.timeout,
+        client.request(Request::from_parts(parts, Full::new(body))),
+    )
+    .await;
+    match answer {
+        Err(_) => Err(Refusal::PeerTimeout),
+        Ok(Err(e)) => {
+            let error = format!("{destination} at {}: {e:?}", route.address);
+            Err(if error_chain_has_certificate_error(&e) {
+                Refusal::PeerCertificate(error)
+            } else {
+                Refusal::PeerUnreachable(error)
+            })
         }
-    };
-    strip_hop_by_hop(&mut parts.headers);
-    // Identity headers are the receiving sidecar's to set; the peer would remove them.
-    crate::request_view::remove_owned_headers(&mut parts.headers);
-    // The app's own signature headers, however spelled, give way to the sidecar's (the
-    // peer refuses a `_` spelling beside the real one).
-    let theirs: Vec<HeaderName> = parts
-        .headers
+        Ok(Ok(response)) => {
+            egress.metrics.request("egress", "forwarded");
+            let (mut head, body) = response.into_parts();
+            strip_hop_by_hop(&mut head.headers);
+            head.headers.remove(http::header::TRANSFER_ENCODING);
+            Ok(Response::from_parts(
+                head,
+                body.map_err(|e| Box::new(e) as crate::ingress::BoxError)
+                    .boxed(),
+            ))
+        }
+    }
+}
+
+/// The headers the peer receives: hop-by-hop ones and those the peer owns removed (its
+/// identity headers, and the app's own signature headers however spelled, which give way
+/// to the sidecar's), the signature set, `Host` the destination.
+fn peer_headers(headers: &mut HeaderMap, signed: &SignatureHeaders, destination: &str) {
+    strip_hop_by_hop(headers);
+    crate::request_view::remove_owned_headers(headers);
+    let theirs: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
             sig_header::ALL
@@ -319,88 +332,15 @@ pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<Respons
         .cloned()
         .collect();
     for name in theirs {
-        parts.headers.remove(name);
+        headers.remove(name);
     }
     for (name, value) in signed.pairs() {
         if let Ok(v) = HeaderValue::from_str(value) {
-            parts.headers.insert(HeaderName::from_static(name), v);
+            headers.insert(HeaderName::from_static(name), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&destination) {
-        parts.headers.insert(HOST, v);
-    }
-    let Ok(uri) = format!("https://{}{path_and_query}", route.address).parse::<Uri>() else {
-        return refused(
-            "refused_request",
-            StatusCode::BAD_REQUEST,
-            "the request target cannot be forwarded",
-        );
-    };
-    parts.uri = uri;
-    parts.version = http::Version::HTTP_11;
-    let client = match egress.client(&destination, &route, &credentials) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, peer = %destination, "cannot build the peer's TLS client");
-            return refused(
-                "refused_request",
-                StatusCode::BAD_GATEWAY,
-                "the peer name is not usable for TLS",
-            );
-        }
-    };
-    let answer = tokio::time::timeout(
-        egress.settings.timeout,
-        client.request(Request::from_parts(parts, Full::new(body))),
-    )
-    .await;
-    match answer {
-        Err(_) => {
-            metrics
-                .upstream_errors
-                .with_label_values(&["egress", "timeout"])
-                .inc();
-            refused(
-                "upstream_error",
-                StatusCode::GATEWAY_TIMEOUT,
-                "the peer did not answer in time",
-            )
-        }
-        Ok(Err(e)) => {
-            let certificate = error_chain_has_certificate_error(&e);
-            metrics
-                .upstream_errors
-                .with_label_values(&[
-                    "egress",
-                    if certificate {
-                        "peer_certificate"
-                    } else {
-                        "unreachable"
-                    },
-                ])
-                .inc();
-            tracing::warn!(peer = %destination, address = %route.address, error = ?e, "peer request failed");
-            refused(
-                "upstream_error",
-                StatusCode::BAD_GATEWAY,
-                if certificate {
-                    "the peer's certificate was refused"
-                } else {
-                    "the peer could not be reached"
-                },
-            )
-        }
-        Ok(Ok(response)) => {
-            metrics.request("egress", "forwarded");
-            let (mut head, body) = response.into_parts();
-            strip_hop_by_hop(&mut head.headers);
-            head.headers.remove(http::header::TRANSFER_ENCODING);
-            Response::from_parts(
-                head,
-                body.map_err(|e| Box::new(e) as crate::ingress::BoxError)
-                    .boxed(),
-            )
-        }
+    if let Ok(v) = HeaderValue::from_str(destination) {
+        headers.insert(HOST, v);
     }
 }
 

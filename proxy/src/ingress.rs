@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, HeaderName};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -50,7 +50,8 @@ use trust_core::{
 use crate::metrics::Metrics;
 use crate::placement::{Arrival, Counted, Placement};
 use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
-use crate::request_view::{checked_authority, remove_owned_headers, spells};
+use crate::refusal::{Direction, Refusal};
+use crate::request_view::{AuthorityRejection, checked_authority, remove_owned_headers, spells};
 use crate::tls::TrustClientVerifier;
 use crate::upstream::UpstreamPool;
 
@@ -537,18 +538,6 @@ fn now() -> UnixTime {
     )
 }
 
-/// A JSON refusal `{"error": reason}`.
-pub fn refuse(status: StatusCode, reason: &str) -> Response<ResponseBody> {
-    let body = serde_json::json!({ "error": reason }).to_string();
-    let mut response = Response::new(full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 /// A complete body as a [`ResponseBody`].
 pub fn full(bytes: Bytes) -> ResponseBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
@@ -590,280 +579,286 @@ impl ConnectionPeer {
     }
 }
 
-/// One inbound request; `peer` is `None` for an anonymous client.
+/// One inbound request; `peer` is `None` for an anonymous client. The steps run in order
+/// and the first refusal ends the request ([`Refusal::respond`] answers, counts and logs).
 pub async fn handle(
     ingress: &Ingress,
     peer: Option<&ConnectionPeer>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    match admit_and_forward(ingress, peer, req).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.respond(Direction::Ingress, &ingress.metrics),
+    }
+}
+
+/// The request path: re-check the peer, limits, the one reading, signature, policy,
+/// identity headers, forward.
+async fn admit_and_forward(
+    ingress: &Ingress,
+    peer: Option<&ConnectionPeer>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Refusal> {
     let identity = peer.map(|p| &*p.identity);
-    let metrics = &ingress.metrics;
-    let refused = |outcome: &str, status: StatusCode, reason: &str| {
-        metrics.request("ingress", outcome);
-        refuse(status, reason)
-    };
     let time = now();
     let started = Instant::now();
-    if let Some(identity) = identity
-        && let Err(e) = ingress.cache.check_still_trusted(identity, time)
-    {
-        tracing::warn!(peer = %identity.spiffe_id, reason = %e, "request from a peer no longer trusted");
-        return refused(
-            "refused_certificate",
-            StatusCode::FORBIDDEN,
-            "peer certificate is no longer trusted",
-        );
+    if let Some(identity) = identity {
+        ingress
+            .cache
+            .check_still_trusted(identity, time)
+            .map_err(|e| Refusal::PeerNoLongerTrusted(format!("{}: {e}", identity.spiffe_id)))?;
     }
     let (mut parts, body) = req.into_parts();
-    let declared = parts
-        .headers
+    let body = within_declared_limit(ingress, &parts.headers, body).await?;
+    // The one reading: every check below, the plugins and the app use it.
+    let uri = std::mem::take(&mut parts.uri);
+    let view = RequestView::read(&uri, &mut parts.headers, &ingress.metrics)?;
+    if identity.is_none() && !covered(&ingress.settings.anonymous_prefixes, &view.path) {
+        return Err(Refusal::CertificateRequired);
+    }
+    let (body, verified) =
+        check_signature(ingress, identity, &parts, &uri, &view, body, time).await?;
+    ingress
+        .metrics
+        .verification
+        .observe(started.elapsed().as_secs_f64());
+    strip_hop_by_hop(&mut parts.headers);
+    ask_policy(ingress, identity, &parts, &view, verified.as_ref(), time)?;
+    set_identity_headers(&mut parts.headers, peer, verified.is_some(), &view);
+    parts.uri = view.origin_form(&uri)?;
+    parts.version = http::Version::HTTP_11;
+    forward(ingress, Request::from_parts(parts, body)).await
+}
+
+/// The body, unless its declared length is over the limit. A body not much over is read
+/// and discarded first, so the client reads the 413 instead of a reset and the connection
+/// stays usable (nginx's lingering close does the same); a far larger one closes it.
+async fn within_declared_limit(
+    ingress: &Ingress,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Incoming, Refusal> {
+    let max = ingress.settings.max_body as u64;
+    let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > ingress.settings.max_body as u64) {
-        // Read and discard a body that is not much over the limit, so the client reads
-        // the 413 instead of a reset and the connection stays usable (nginx's lingering
-        // close does the same); a far larger one gets the 413 and the connection closes.
-        let drained = n <= ingress.settings.max_body as u64 + DRAIN_LIMIT
-            && tokio::time::timeout(
-                ingress.settings.upstream_timeout,
-                Limited::new(body, DRAIN_LIMIT as usize + ingress.settings.max_body).collect(),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let mut response = refused(
-            "refused_request",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        );
-        if !drained {
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        return response;
-    }
-    // The one reading: every check below, the plugins and the app use these.
-    let uri = std::mem::take(&mut parts.uri);
-    let query = uri.query();
-    let (path, host) = match read_target(&uri, &parts.headers) {
-        Ok(read) => read,
-        Err((label, reason)) => {
-            metrics.bad_request(label);
-            return refused("refused_request", StatusCode::BAD_REQUEST, &reason);
-        }
+    let Some(n) = declared.filter(|n| *n > max) else {
+        return Ok(body);
     };
-    let removed = remove_owned_headers(&mut parts.headers);
-    if removed > 0 {
-        metrics.identity_headers_removed.inc_by(removed as u64);
-        tracing::debug!(
-            peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
-            removed,
-            "identity headers from outside removed"
-        );
-    }
-    if identity.is_none() && !covered(&ingress.settings.anonymous_prefixes, &path) {
-        return refused(
-            "refused_certificate",
-            StatusCode::UNAUTHORIZED,
-            "a client certificate is required",
-        );
-    }
-    let Ok(authority) = host.to_str() else {
-        // `read_target` gives only visible ASCII; refused rather than assumed.
-        return refused(
-            "refused_request",
-            StatusCode::BAD_REQUEST,
-            "the Host header is not host[:port]",
-        );
-    };
+    let drained = n <= max + DRAIN_LIMIT
+        && tokio::time::timeout(
+            ingress.settings.upstream_timeout,
+            Limited::new(body, DRAIN_LIMIT as usize + ingress.settings.max_body).collect(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+    Err(Refusal::BodyTooLarge { close: !drained })
+}
 
-    let received = match signature_headers(&parts.headers) {
-        Ok(r) => r,
-        Err(reason) => return refused("refused_signature", StatusCode::BAD_REQUEST, &reason),
-    };
-    let required = covered(&ingress.settings.signed_prefixes, &path);
-    let needs_digest = received.any_present() || required;
-    let mut verified = None;
-    let body: UpstreamBody = if needs_digest {
-        // Bounded in size and in time: a client trickling a body must not hold the
-        // connection (and the buffer) for ever.
-        let read = tokio::time::timeout(
-            ingress.settings.body_read_timeout,
-            Limited::new(body, ingress.settings.max_body).collect(),
-        );
-        let bytes = match read.await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(_)) => {
-                return refused(
-                    "refused_request",
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                );
-            }
-            Err(_) => {
-                return refused(
-                    "refused_request",
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received in time",
-                );
-            }
-        };
-        let Some(signer) = identity else {
-            metrics.signature_refused("anonymous");
-            return refused(
-                "refused_signature",
-                StatusCode::UNAUTHORIZED,
-                "a signed request needs a client certificate: the signature is bound to the TLS peer",
-            );
-        };
-        let raw_target = uri.path_and_query().map_or("/", |p| p.as_str());
-        // The signature covers the target as the client sent it; the app receives its
-        // canonical form, a function of those very bytes.
-        let request_parts = RequestParts::new(parts.method.as_str(), authority, raw_target, &bytes);
-        match verify_request(
-            &received,
-            &request_parts,
-            signer,
-            &ingress.settings.local_authorities,
-            ingress.settings.window,
-            time,
-        ) {
-            Ok(v) => verified = Some(v),
-            Err(r) => {
-                metrics.signature_refused(r.label());
-                tracing::warn!(peer = %signer.spiffe_id, reason = r.label(), path = %path, "message signature refused");
-                return refused(
-                    "refused_signature",
-                    StatusCode::UNAUTHORIZED,
-                    signature_refusal(&r),
-                );
+/// The request's one reading (see [`crate::request_view`]): its canonical path and query,
+/// and the authority the signature is checked against and the app receives. Identity
+/// headers from outside are removed here, before anything reads the headers.
+struct RequestView<'u> {
+    path: Cow<'u, str>,
+    query: Option<&'u str>,
+    host: HeaderValue,
+}
+
+impl<'u> RequestView<'u> {
+    fn read(uri: &'u Uri, headers: &mut HeaderMap, metrics: &Metrics) -> Result<Self, Refusal> {
+        let path = canonical_path(uri.path()).map_err(|e| Refusal::Unreadable {
+            label: e.label(),
+            reason: format!("request path refused: {e}"),
+        })?;
+        let host = checked_authority(uri, headers).map_err(|e| Refusal::Unreadable {
+            label: e.label(),
+            reason: e.reason().to_owned(),
+        })?;
+        if host.to_str().is_err() {
+            // `checked_authority` gives only visible ASCII; refused rather than assumed.
+            return Err(Refusal::Unreadable {
+                label: AuthorityRejection::Malformed.label(),
+                reason: AuthorityRejection::Malformed.reason().to_owned(),
+            });
+        }
+        let removed = remove_owned_headers(headers);
+        if removed > 0 {
+            metrics.identity_headers_removed.inc_by(removed as u64);
+            tracing::debug!(removed, "identity headers from outside removed");
+        }
+        Ok(Self {
+            path,
+            query: uri.query(),
+            host,
+        })
+    }
+
+    /// The checked authority as text (visible ASCII, checked in [`Self::read`]).
+    fn authority(&self) -> &str {
+        self.host.to_str().unwrap_or_default()
+    }
+
+    /// Origin form for the app: the request's own path and query when the path was
+    /// already canonical (no copy), otherwise the canonical path with the query as sent.
+    fn origin_form(&self, uri: &Uri) -> Result<Uri, Refusal> {
+        match (&self.path, uri.path_and_query()) {
+            (Cow::Borrowed(_), Some(pq)) => Ok(Uri::from(pq.clone())),
+            _ => {
+                let target = match self.query {
+                    Some(q) => format!("{}?{q}", self.path),
+                    None => self.path.clone().into_owned(),
+                };
+                target
+                    .parse::<Uri>()
+                    .map_err(|_| Refusal::TargetNotForwardable)
             }
         }
-        Full::new(bytes).map_err(|never| match never {}).boxed()
-    } else {
-        Limited::new(body, ingress.settings.max_body).boxed()
+    }
+}
+
+/// Verifies the message signature when any of its headers is present or the route
+/// requires one, reading the body whole (bounded in size and in time) for its digest;
+/// otherwise the body streams to the app under the size cap.
+async fn check_signature(
+    ingress: &Ingress,
+    identity: Option<&PeerIdentity>,
+    parts: &http::request::Parts,
+    uri: &Uri,
+    view: &RequestView<'_>,
+    body: Incoming,
+    time: UnixTime,
+) -> Result<(UpstreamBody, Option<trust_core::VerifiedSignature>), Refusal> {
+    let received = signature_headers(&parts.headers).map_err(Refusal::SignatureHeaders)?;
+    let required = covered(&ingress.settings.signed_prefixes, &view.path);
+    if !received.any_present() && !required {
+        return Ok((Limited::new(body, ingress.settings.max_body).boxed(), None));
+    }
+    // Bounded in size and in time: a client trickling a body must not hold the connection
+    // (and the buffer) for ever.
+    let read = tokio::time::timeout(
+        ingress.settings.body_read_timeout,
+        Limited::new(body, ingress.settings.max_body).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return Err(Refusal::BodyTooLarge { close: false }),
+        Err(_) => return Err(Refusal::BodyTooSlow),
     };
-    metrics
-        .verification
-        .observe(started.elapsed().as_secs_f64());
+    let signer = identity.ok_or(Refusal::SignatureWithoutCertificate)?;
+    // The signature covers the target as the client sent it; the app receives its
+    // canonical form, a function of those very bytes.
+    let raw_target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request_parts =
+        RequestParts::new(parts.method.as_str(), view.authority(), raw_target, &bytes);
+    let verified = verify_request(
+        &received,
+        &request_parts,
+        signer,
+        &ingress.settings.local_authorities,
+        ingress.settings.window,
+        time,
+    )
+    .map_err(|rejection| Refusal::Signature {
+        rejection,
+        peer: signer.spiffe_id.clone(),
+    })?;
+    Ok((full(bytes), Some(verified)))
+}
 
-    strip_hop_by_hop(&mut parts.headers);
-
+/// The admission step. A denial is logged here as the decision record (who, what, which
+/// plugin and version, why) and returned as a [`Refusal::Policy`].
+fn ask_policy(
+    ingress: &Ingress,
+    identity: Option<&PeerIdentity>,
+    parts: &http::request::Parts,
+    view: &RequestView<'_>,
+    verified: Option<&trust_core::VerifiedSignature>,
+    time: UnixTime,
+) -> Result<(), Refusal> {
     let decision = ingress.admission.decide(&AdmissionRequest {
         method: parts.method.as_str(),
-        path: &path,
-        query,
+        path: &view.path,
+        query: view.query,
         headers: &parts.headers,
         peer: identity,
-        signature: verified.as_ref().map(|v| SignatureFacts {
+        signature: verified.map(|v| SignatureFacts {
             node: &v.node,
             timestamp: v.timestamp,
             nonce: &v.nonce,
         }),
         received_at: time,
     });
-    if let Decision::Deny {
+    let Decision::Deny {
         status,
         reason,
         by,
         signature,
     } = decision
-    {
-        if let Some(label) = signature {
-            metrics.signature_refused(label);
-        }
-        // The decision record: who, what, which plugin (and version), why.
-        tracing::info!(
-            peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
-            method = %parts.method,
-            path = %path,
-            plugin = %by,
-            %reason,
-            "request denied by policy"
-        );
-        let status = StatusCode::from_u16(status)
-            .ok()
-            .filter(|s| s.is_client_error())
-            .unwrap_or(StatusCode::FORBIDDEN);
-        return refused("refused_policy", status, &reason);
-    }
+    else {
+        return Ok(());
+    };
+    tracing::info!(
+        peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
+        method = %parts.method,
+        path = %view.path,
+        plugin = %by,
+        %reason,
+        "request denied by policy"
+    );
+    Err(Refusal::Policy {
+        status,
+        reason,
+        by,
+        signature,
+    })
+}
 
+/// The identity headers from what was verified, and the checked authority as `Host`.
+fn set_identity_headers(
+    headers: &mut HeaderMap,
+    peer: Option<&ConnectionPeer>,
+    signed: bool,
+    view: &RequestView<'_>,
+) {
     if let Some(peer) = peer {
         for (name, value) in &peer.headers {
-            parts.headers.insert(name.clone(), value.clone());
+            headers.insert(name.clone(), value.clone());
         }
     }
-    parts.headers.insert(
+    headers.insert(
         HeaderName::from_static(VERIFIED_SIGNATURE),
-        HeaderValue::from_static(if verified.is_some() { "true" } else { "false" }),
+        HeaderValue::from_static(if signed { "true" } else { "false" }),
     );
     // The authority the signature was checked against is the one the app receives.
-    parts.headers.insert(HOST, host.clone());
-    // Origin-form to the app: the request's own path and query when the path was
-    // already canonical (no copy), otherwise the canonical path with the query.
-    parts.uri = match (&path, uri.path_and_query()) {
-        (Cow::Borrowed(_), Some(pq)) => Uri::from(pq.clone()),
-        _ => {
-            let target = match query {
-                Some(q) => format!("{path}?{q}"),
-                None => path.clone().into_owned(),
-            };
-            let Ok(uri) = target.parse::<Uri>() else {
-                return refused(
-                    "refused_request",
-                    StatusCode::BAD_REQUEST,
-                    "request target cannot be forwarded",
-                );
-            };
-            uri
-        }
-    };
-    parts.version = http::Version::HTTP_11;
+    headers.insert(HOST, view.host.clone());
+}
+
+/// Sends the request to the app and streams its answer back.
+async fn forward(
+    ingress: &Ingress,
+    request: Request<UpstreamBody>,
+) -> Result<Response<ResponseBody>, Refusal> {
     let answer = within(
         ingress.settings.upstream_timeout,
         ingress.settings.header_read_timeout,
-        ingress.upstream.send(Request::from_parts(parts, body)),
+        ingress.upstream.send(request),
     )
     .await;
     match answer {
-        None => {
-            metrics
-                .upstream_errors
-                .with_label_values(&["ingress", "timeout"])
-                .inc();
-            refused(
-                "upstream_error",
-                StatusCode::GATEWAY_TIMEOUT,
-                "the app did not answer in time",
-            )
-        }
-        Some(Err(e)) => {
-            // A body over the limit surfaces here while streaming to the app.
-            if caused_by_body_limit(&e) {
-                return refused(
-                    "refused_request",
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large",
-                );
-            }
-            metrics
-                .upstream_errors
-                .with_label_values(&["ingress", "unreachable"])
-                .inc();
-            tracing::warn!(error = %e, "upstream request failed");
-            refused(
-                "upstream_error",
-                StatusCode::BAD_GATEWAY,
-                "the app could not be reached",
-            )
-        }
+        None => Err(Refusal::AppTimeout),
+        // A body over the limit surfaces here while streaming to the app.
+        Some(Err(e)) if caused_by_body_limit(&e) => Err(Refusal::BodyTooLarge { close: false }),
+        Some(Err(e)) => Err(Refusal::AppUnreachable(e.to_string())),
         Some(Ok(response)) => {
-            metrics.request("ingress", "forwarded");
+            ingress.metrics.request("ingress", "forwarded");
             let (mut head, body) = response.into_parts();
             strip_hop_by_hop(&mut head.headers);
             head.headers.remove(http::header::TRANSFER_ENCODING);
-            Response::from_parts(head, body.map_err(|e| Box::new(e) as BoxError).boxed())
+            Ok(Response::from_parts(
+                head,
+                body.map_err(|e| Box::new(e) as BoxError).boxed(),
+            ))
         }
     }
 }
@@ -905,36 +900,6 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
         current = err.source();
     }
     false
-}
-
-/// What a client is told when its message signature is refused: what to fix where that is
-/// the client's own clock or set-up, and no more than "refused" where telling more would
-/// only help a forger (which check failed stays in the metric label and the log).
-fn signature_refusal(rejection: &trust_core::SignatureRejection) -> &'static str {
-    use trust_core::SignatureRejection as R;
-    match rejection {
-        R::MissingHeader(_) => {
-            "this route requires a message signature; the sending node's sidecar adds it \
-             (HTTP_PROXY)"
-        }
-        R::Stale { .. } | R::Future { .. } => {
-            "the message signature's timestamp is outside the accepted window: check the \
-             sending node's clock"
-        }
-        _ => "message signature refused",
-    }
-}
-
-/// The canonical path and the one authority of a request, or the refusal's metric label
-/// and what the client is told.
-fn read_target<'u>(
-    uri: &'u Uri,
-    headers: &HeaderMap,
-) -> Result<(Cow<'u, str>, HeaderValue), (&'static str, String)> {
-    let path = canonical_path(uri.path())
-        .map_err(|e| (e.label(), format!("request path refused: {e}")))?;
-    let host = checked_authority(uri, headers).map_err(|e| (e.label(), e.reason().to_owned()))?;
-    Ok((path, host))
 }
 
 /// The five signature headers. A duplicated one is refused, and so is one spelled with `_`
@@ -1000,31 +965,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use std::time::Duration;
 
-    use super::{signature_refusal, within};
-
-    #[test]
-    fn a_refused_signature_tells_the_sender_what_it_can_fix_and_a_forger_nothing() {
-        use trust_core::SignatureRejection as R;
-        let forged = signature_refusal(&R::BadSignature);
-        for hidden in [
-            R::BadSignature,
-            R::SaltLength,
-            R::SignerNotPeer,
-            R::FingerprintMismatch,
-            R::DestinationMismatch,
-            R::Replayed,
-        ] {
-            assert_eq!(signature_refusal(&hidden), forged, "{hidden:?}");
-        }
-        assert_eq!(forged, "message signature refused");
-        assert!(signature_refusal(&R::Stale { age: 400 }).contains("clock"));
-        assert!(signature_refusal(&R::Future { ahead: 400 }).contains("clock"));
-        assert!(!signature_refusal(&R::Stale { age: 400 }).contains("400"));
-        assert!(
-            signature_refusal(&R::MissingHeader("x-signature"))
-                .contains("requires a message signature")
-        );
-    }
+    use super::within;
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_armed_in_steps_ends_at_the_limit_not_at_a_step() {

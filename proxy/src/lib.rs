@@ -16,6 +16,7 @@
 //! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
 //! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, the request's one reading, signature, policy, identity headers, forwarding |
+//! | [`refusal`] | [`refusal::Refusal`]: every way the ingress and egress refuse a request, and the one place that turns it into status, reason, metrics and log |
 //! | [`request_view`] | that one reading: canonical path (crate `request-path`), the checked authority, identity headers from outside removed in every spelling |
 //! | [`placement`] | which ingress thread serves a new connection: the one serving the fewest |
 //! | [`upstream`] | the ingress's keep-alive connections to the local app, one pool per ingress thread |
@@ -43,6 +44,7 @@ pub mod offline;
 pub mod placement;
 pub mod policy;
 pub mod policy_cli;
+pub mod refusal;
 pub mod request_view;
 pub mod serve;
 pub mod sidecar;
