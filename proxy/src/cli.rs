@@ -174,7 +174,9 @@ Example:
   HTTP_PROXY=http://127.0.0.1:8080 flask run   # the app's outbound calls are signed
 
 A commented config: docs/examples/sidecar.toml. SIGTERM or Ctrl-C stops accepting, lets
-in-flight requests finish (shutdown_grace) and exits 0.";
+in-flight requests finish (shutdown_grace) and exits 0. SIGHUP reloads now what the
+periodic check and the folder watcher would: a replaced node-cert.pem and the policy sets
+(one that does not load is refused, logged and counted; what is in force keeps serving).";
 
 /// `trust-proxy policy ...`
 #[derive(Debug, Subcommand)]

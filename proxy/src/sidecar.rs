@@ -1,7 +1,10 @@
 //! `trust-proxy run`: the sidecar process. Reads and validates the config, obtains the
 //! node's credentials ([`CredentialStore`]), loads the last good CRL and follows the
 //! authority's ([`CrlFollower`]), then serves the ingress, the egress and the admin
-//! listener until SIGTERM, renewing the certificate on the way.
+//! listener until SIGTERM, renewing the certificate on the way. SIGHUP reloads the node
+//! certificate (if its file changed) and the policy sets at once, as the periodic check
+//! and the folder watcher would; a replacement that does not load is refused and counted,
+//! and what was in force keeps serving.
 //!
 //! Order matters for failing closed: nothing listens before the node has a certificate,
 //! and the ingress refuses every peer until a CRL is installed (the trust cache has none).
@@ -60,6 +63,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::serve::wait_for_signal(shutdown.clone()));
+    let mut hangups = hangup_signals();
     let authority = AuthorityClient::new(&config.authority.url)?;
     let Some(credentials) = retry_while_unavailable(startup_timeout, &shutdown, || {
         CredentialStore::open(&config, &authority)
@@ -125,6 +129,7 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         window: Default::default(),
     };
     let mut policy_watches = Vec::new();
+    let mut policy_hosts = Vec::new();
     let admission: Arc<dyn Admission> = match &config.policy {
         None => Arc::new(AllowAll),
         Some(section) => {
@@ -149,6 +154,7 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
             };
             let (host, watch) = start(&section.set, Arc::new(metrics.clone()), "policy.set")?;
             policy_watches.push(watch);
+            policy_hosts.push(Arc::clone(&host));
             let mut policy = WasmPolicy::new(host);
             if let Some(shadow_set) = &section.shadow_set {
                 let (shadow, watch) = start(
@@ -157,6 +163,7 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
                     "policy.shadow_set",
                 )?;
                 policy_watches.push(watch);
+                policy_hosts.push(Arc::clone(&shadow));
                 policy = policy.with_shadow(shadow, metrics.clone());
             }
             Arc::new(policy)
@@ -233,9 +240,18 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
     tracing::info!(ingress = %ingress_addr, admin = %admin_addr, "sidecar serving");
 
     loop {
-        tokio::select! {
+        let asked = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(config.rotation.check_every) => {}
+            _ = tokio::time::sleep(config.rotation.check_every) => false,
+            _ = next_hangup(&mut hangups) => true,
+        };
+        if asked {
+            tracing::info!("SIGHUP: reloading the node certificate and the policy sets");
+            for host in &policy_hosts {
+                // A set that does not load is logged and counted by the host; the one in
+                // force keeps serving.
+                let _ = host.reload();
+            }
         }
         match credentials
             .tick(&authority, config.rotation.renew_at, &config.names)
@@ -254,6 +270,27 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
     admin_stop.cancel();
     tracing::info!("sidecar stopped");
     Ok(())
+}
+
+/// SIGHUP as a stream, or `None` (logged) where it cannot be listened for.
+fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signals) => Some(signals),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the certificate and the policy reload on their own schedule only");
+            None
+        }
+    }
+}
+
+/// The next SIGHUP; never, without a stream.
+async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(signals) = signals
+        && signals.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Retries `attempt` while the authority is unreachable, up to `limit`; `None` if

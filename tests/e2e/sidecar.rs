@@ -830,7 +830,115 @@ async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
     let net = Net::start(&[]);
     let (a, b) = net.two_nodes("");
     let state = b.dir.join("state");
-    let csr = net.tmp.path().join("b.csr");
+    let new_cert = replacement_certificate(&net, &state, 1);
+    replace_file(
+        &state.join("node-cert.pem"),
+        &std::fs::read(&new_cert).unwrap(),
+    );
+    b.wait_metric(
+        "tpm_certificate_rotations_total{result=\"reloaded\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        served_certificate(b.sidecar.addr("ingress")),
+        pem_body(&std::fs::read_to_string(&new_cert).unwrap()),
+        "the ingress serves the replaced certificate"
+    );
+    let r = a
+        .call("POST", "http://node-1/whoami", json!({}), json!({}))
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_on_demand_and_a_broken_certificate_file_is_kept_out_and_counted() {
+    let net = Net::start(&[]);
+    let app_b = net.app("b", None);
+    let set = net.tmp.path().join("set.toml");
+    std::fs::write(&set, "[[plugin]]\nname = \"admin-only-revoke\"\n").unwrap();
+    let policy = format!(
+        "[policy]\nset = \"{}\"\nplugin_dir = \"{}\"\n",
+        set.display(),
+        policy_host::BUILT_PLUGIN_DIR
+    );
+    // The periodic check is an hour away: only SIGHUP looks at the files in this test.
+    let b = Node {
+        sidecar: net.sidecar_with_env(
+            1,
+            app_b.addr(""),
+            &[],
+            &policy,
+            &[("TRUST_PROXY_ROTATION_CHECK_EVERY", "1h")],
+        ),
+        app: Some(app_b),
+        dir: net.tmp.path().join("node-1"),
+    };
+    let state = b.dir.join("state");
+    let ingress = b.sidecar.addr("ingress").to_owned();
+    let hup = || {
+        let pid = b.sidecar.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    let before = served_certificate(&ingress);
+    let series = |result: &str| format!("tpm_certificate_rotations_total{{result=\"{result}\"}}");
+
+    // A broken replacement: refused, counted, kept out; the old certificate keeps serving.
+    replace_file(
+        &state.join("node-cert.pem"),
+        b"-----BEGIN CERTIFICATE-----\nnot one\n",
+    );
+    hup();
+    b.wait_metric(&series("failed"), 1.0, Duration::from_secs(10))
+        .await;
+    assert_eq!(b.metric(&series("reloaded")).await, 0.0);
+    assert_eq!(
+        served_certificate(&ingress),
+        before,
+        "the old certificate still serves"
+    );
+    let (code, ready) = b.admin("/readyz").await;
+    assert_eq!(code, 200, "{ready}");
+    assert!(
+        b.sidecar
+            .log_text()
+            .contains("the replaced node certificate is unusable"),
+        "the log says why"
+    );
+    // The policy set is reloaded on demand too, with no change to its file.
+    let reloads = "tpm_policy_reloads_total{result=\"ok\"}";
+    let reloaded = b.metric(reloads).await;
+    hup();
+    b.wait_metric(reloads, reloaded + 1.0, Duration::from_secs(10))
+        .await;
+
+    // A good replacement: picked up on the next SIGHUP and served.
+    let new_cert = replacement_certificate(&net, &state, 1);
+    replace_file(
+        &state.join("node-cert.pem"),
+        &std::fs::read(&new_cert).unwrap(),
+    );
+    hup();
+    b.wait_metric(&series("reloaded"), 1.0, Duration::from_secs(10))
+        .await;
+    assert_eq!(b.metric(&series("failed")).await, 1.0);
+    assert_eq!(
+        served_certificate(&ingress),
+        pem_body(&std::fs::read_to_string(&new_cert).unwrap())
+    );
+}
+
+/// A new certificate for node `id`'s own key (in `state`), issued by the test authority's
+/// CA with the CLI; its path.
+fn replacement_certificate(net: &Net, state: &std::path::Path, id: u32) -> PathBuf {
+    let csr = net.tmp.path().join(format!("node-{id}.csr"));
     let made = trust_proxy()
         .args([
             "key",
@@ -851,9 +959,9 @@ async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let new_cert = net.tmp.path().join("b-new.pem");
+    let new_cert = net.tmp.path().join(format!("node-{id}-new.pem"));
     let issued = trust_proxy()
-        .args(["ca", "issue", "--node-id", "1", "--csr"])
+        .args(["ca", "issue", "--node-id", &id.to_string(), "--csr"])
         .arg(&csr)
         .arg("--out")
         .arg(&new_cert)
@@ -866,45 +974,34 @@ async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
         "{}",
         String::from_utf8_lossy(&issued.stderr)
     );
-    // Replace the file the way tools do: write beside it, rename over it.
-    std::fs::copy(&new_cert, state.join("node-cert.pem.tmp")).unwrap();
-    std::fs::rename(state.join("node-cert.pem.tmp"), state.join("node-cert.pem")).unwrap();
-    b.wait_metric(
-        "tpm_certificate_rotations_total{result=\"reloaded\"}",
-        1.0,
-        Duration::from_secs(10),
-    )
-    .await;
-    // The new certificate is the one a fresh handshake gets.
-    let served = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            b.sidecar.addr("ingress"),
-            "-servername",
-            "localhost",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let served = String::from_utf8_lossy(&served.stdout);
-    let want = std::fs::read_to_string(&new_cert).unwrap();
-    let want_body: String = want.lines().filter(|l| !l.starts_with("-----")).collect();
-    let served_body: String = served
-        .split("-----BEGIN CERTIFICATE-----")
+    new_cert
+}
+
+/// Replaces `path` the way tools do: write beside it, rename over it.
+fn replace_file(path: &std::path::Path, content: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The base64 body of the first PEM certificate in `text`.
+fn pem_body(text: &str) -> String {
+    text.split("-----BEGIN CERTIFICATE-----")
         .nth(1)
         .and_then(|s| s.split("-----END CERTIFICATE-----").next())
         .unwrap_or_default()
         .lines()
-        .collect();
-    assert_eq!(
-        served_body, want_body,
-        "the ingress serves the replaced certificate"
-    );
-    let r = a
-        .call("POST", "http://node-1/whoami", json!({}), json!({}))
-        .await;
-    assert_eq!(r["status"], 200, "{r}");
+        .collect()
+}
+
+/// The certificate a fresh handshake with `addr` gets, as [`pem_body`].
+fn served_certificate(addr: &str) -> String {
+    let served = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", "localhost"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    pem_body(&String::from_utf8_lossy(&served.stdout))
 }
 
 /// `openssl s_client` as `node`'s holder: one HTTP/1.1 request, optionally resuming the
