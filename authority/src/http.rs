@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -146,21 +146,13 @@ async fn refresh_crl(authority: Arc<Authority>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let app = Arc::clone(&authority);
-        match tokio::task::spawn_blocking(move || app.refresh_crl_if_due(now())).await {
+        match tokio::task::spawn_blocking(move || app.refresh_crl_if_due(UnixTime::now())).await {
             Ok(Ok(true)) => tracing::info!(crl_number = authority.crl().number, "CRL re-published"),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "CRL re-publication failed"),
             Err(e) => tracing::error!(error = %e, "CRL re-publication task failed"),
         }
     }
-}
-
-fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
 }
 
 async fn handle(
@@ -186,7 +178,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
     {
         let (a, id) = (Arc::clone(&app), id.to_owned());
-        let _ = tokio::task::spawn_blocking(move || a.seen(&id, now())).await;
+        let _ = tokio::task::spawn_blocking(move || a.seen(&id, UnixTime::now())).await;
     }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -239,14 +231,20 @@ async fn route(
             "metrics_summary",
             allowed(
                 get,
-                blocking(app, |a| Ok(json(StatusCode::OK, &a.summary(now())))).await,
+                blocking(app, |a| {
+                    Ok(json(StatusCode::OK, &a.summary(UnixTime::now())))
+                })
+                .await,
             ),
         ),
         ["trust", "status"] => (
             "status",
             allowed(
                 get,
-                blocking(app, |a| Ok(json(StatusCode::OK, &a.status(now())))).await,
+                blocking(app, |a| {
+                    Ok(json(StatusCode::OK, &a.status(UnixTime::now())))
+                })
+                .await,
             ),
         ),
         ["trust", "nodes"] => (
@@ -256,7 +254,7 @@ async fn route(
                 blocking(app, |a| {
                     Ok(json(
                         StatusCode::OK,
-                        &serde_json::json!({"nodes": a.nodes(now())}),
+                        &serde_json::json!({"nodes": a.nodes(UnixTime::now())}),
                     ))
                 })
                 .await,
@@ -303,7 +301,7 @@ async fn route(
                 "verify",
                 if post {
                     blocking(app, move |a| {
-                        Ok(json(StatusCode::OK, &a.verify(&id, now())?))
+                        Ok(json(StatusCode::OK, &a.verify(&id, UnixTime::now())?))
                     })
                     .await
                 } else {
@@ -317,7 +315,7 @@ async fn route(
                 "revoke",
                 if post {
                     blocking(app, move |a| {
-                        Ok(json(StatusCode::OK, &a.revoke(&id, now())?))
+                        Ok(json(StatusCode::OK, &a.revoke(&id, UnixTime::now())?))
                     })
                     .await
                 } else {
@@ -390,7 +388,7 @@ async fn renew(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<
             host: &host,
             body: &body,
         };
-        Ok(json(StatusCode::OK, &a.renew(&request, now())?))
+        Ok(json(StatusCode::OK, &a.renew(&request, UnixTime::now())?))
     })
     .await
 }
@@ -431,7 +429,7 @@ async fn enroll(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response
         Error::BadRequest(format!("body must be JSON {{csr, token, node_id?}}: {e}"))
     })?;
     blocking(app, move |a| {
-        Ok(json(StatusCode::OK, &a.enroll(&request, now())?))
+        Ok(json(StatusCode::OK, &a.enroll(&request, UnixTime::now())?))
     })
     .await
 }
@@ -500,7 +498,7 @@ async fn crl(app: &Arc<Authority>, req: &Request<Incoming>) -> Result<Response<B
 
 fn ready(app: &Authority) -> Response<Body> {
     let crl = app.crl();
-    let fresh = now().as_secs() <= crl.next_update;
+    let fresh = UnixTime::now().as_secs() <= crl.next_update;
     let status = if fresh {
         StatusCode::OK
     } else {
@@ -515,7 +513,7 @@ fn ready(app: &Authority) -> Response<Body> {
 async fn metrics(app: &Arc<Authority>) -> Response<Body> {
     let a = Arc::clone(app);
     // Refresh the node gauges from the registry before rendering.
-    let _ = tokio::task::spawn_blocking(move || a.status(now())).await;
+    let _ = tokio::task::spawn_blocking(move || a.status(UnixTime::now())).await;
     let text = app.metrics().render();
     response(
         StatusCode::OK,

@@ -15,9 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use trust_core::TrustCache;
+use trust_core::{TrustCache, UnixTime};
 
-use crate::authority_client::unix_now;
 use crate::credentials::CredentialStore;
 use crate::metrics::{Metrics, Snapshot};
 
@@ -53,7 +52,7 @@ pub struct Readiness {
 impl Admin {
     /// The readiness verdict now.
     pub fn readiness(&self) -> Readiness {
-        let now = unix_now().as_secs();
+        let now = UnixTime::now().as_secs();
         let creds = self.credentials.current();
         let crl = self.cache.crl();
         let mut problems = Vec::new();
@@ -62,7 +61,7 @@ impl Admin {
         }
         match &crl {
             None => problems.push("no CRL yet: the authority has not been reached".to_owned()),
-            Some(c) if c.is_expired(unix_now()) => problems.push(
+            Some(c) if c.is_expired(UnixTime::now()) => problems.push(
                 "the CRL has passed its nextUpdate: every peer is refused until the authority is reached"
                     .to_owned(),
             ),
@@ -101,7 +100,7 @@ impl Admin {
             cache_hits: stats.hits,
             cache_misses: stats.misses,
             ready: self.readiness().ready,
-            now: unix_now().as_secs(),
+            now: UnixTime::now().as_secs(),
         };
         self.metrics.render(&snapshot)
     }

@@ -1,15 +1,16 @@
-//! The sidecar's calls to the trust authority: the CA certificate, enrolment, renewal and
-//! a one-off CRL fetch at start-up (the long poll lives in [`crate::crl_follower`]).
+//! The sidecar's calls to the trust authority, over one HTTP client: the CA certificate,
+//! enrolment, renewal, and the CRL (at once, or as a long poll; what is done with it lives
+//! in [`crate::crl_source`]).
 //!
 //! Answers are checked by the caller against the root (certificates) or verified by the
 //! trust cache (CRLs); this module only moves bytes and turns the authority's JSON errors
 //! into [`Error`]s that say what to do.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use authority::EnrollResponse;
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -21,6 +22,20 @@ use crate::error::{Error, Result};
 
 /// Largest answer read from the authority (a CRL of 100k serials is ~4 MiB).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// What a CRL request got.
+#[derive(Debug)]
+pub enum CrlAnswer {
+    /// No CRL other than the one named was published while the authority held the poll.
+    Unchanged,
+    /// A CRL (DER, not yet verified) and its ETag.
+    New {
+        /// The CRL, DER.
+        der: Bytes,
+        /// Its ETag, for the next poll.
+        etag: Option<String>,
+    },
+}
 
 /// A client for one authority base URL.
 pub struct AuthorityClient {
@@ -76,15 +91,35 @@ impl AuthorityClient {
             .ok_or_else(|| self.unexpected("/trust/ca-certificate", "no `certificate` field"))
     }
 
-    /// `GET /trust/crl` as DER, without waiting.
-    pub async fn crl(&self) -> Result<Vec<u8>> {
-        self.call(
-            Method::GET,
-            "/trust/crl",
-            Vec::new(),
-            &[(ACCEPT.as_str(), "application/pkix-crl".into())],
-        )
-        .await
+    /// `GET /trust/crl` as DER: at once without `etag`; with it, held by the authority up
+    /// to `wait` until a CRL other than `etag` is published.
+    pub async fn crl(&self, etag: Option<&str>, wait: Duration) -> Result<CrlAnswer> {
+        let held = if etag.is_some() { wait } else { Duration::ZERO };
+        let path = format!("/trust/crl?wait={}", held.as_secs());
+        let mut headers = vec![(ACCEPT.as_str(), "application/pkix-crl".to_owned())];
+        if let Some(etag) = etag {
+            headers.push((IF_NONE_MATCH.as_str(), etag.to_owned()));
+        }
+        let (status, answer_headers, der) = self
+            .exchange(
+                Method::GET,
+                &path,
+                Vec::new(),
+                &headers,
+                held + self.timeout,
+            )
+            .await?;
+        match status {
+            StatusCode::NOT_MODIFIED => Ok(CrlAnswer::Unchanged),
+            s if s.is_success() => Ok(CrlAnswer::New {
+                der,
+                etag: answer_headers
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            }),
+            s => Err(refusal(s, &der, "/trust/crl")),
+        }
     }
 
     /// `POST /trust/enroll` with a CSR and the bootstrap token.
@@ -117,7 +152,7 @@ impl AuthorityClient {
         let headers = signer
             .sign(
                 &RequestParts::new("POST", &self.host, "/trust/renew", &body),
-                unix_now(),
+                UnixTime::now(),
             )
             .map_err(Error::Core)?;
         let mut extra: Vec<(&str, String)> = headers
@@ -139,6 +174,24 @@ impl AuthorityClient {
         body: Vec<u8>,
         headers: &[(&str, String)],
     ) -> Result<Vec<u8>> {
+        let (status, _, bytes) = self
+            .exchange(method, path, body, headers, self.timeout)
+            .await?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(refusal(status, &bytes, path))
+    }
+
+    /// One request; the answer's status, headers and body, or why there was none.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes)> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -149,12 +202,12 @@ impl AuthorityClient {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Error::Usage(format!("config `authority.url`: {e}")))?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(timeout, self.client.request(request))
             .await
             .map_err(|_| {
                 Error::Unavailable(format!(
-                    "the authority at {} did not answer {path} within {:?}",
-                    self.base, self.timeout
+                    "the authority at {} did not answer {path} within {timeout:?}",
+                    self.base
                 ))
             })?
             .map_err(|e| {
@@ -164,32 +217,15 @@ impl AuthorityClient {
                 ))
             })?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+        let (head, body) = response.into_parts();
+        let bytes = Limited::new(body, MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| {
                 Error::Unavailable(format!("the authority's answer to {path} broke off: {e}"))
             })?
-            .to_bytes()
-            .to_vec();
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::CONFLICT => {
-                Error::NotPermitted(format!(
-                    "the authority refused {path}: {reason} (check the bootstrap token and `node_id`)"
-                ))
-            }
-            s if s.is_server_error() => Error::Unavailable(format!(
-                "the authority failed {path}: {reason}; retry later"
-            )),
-            _ => Error::Service(format!("the authority refused {path}: {reason}")),
-        })
+            .to_bytes();
+        Ok((status, head.headers, bytes))
     }
 
     fn unexpected(&self, path: &str, what: &str) -> Error {
@@ -200,19 +236,29 @@ impl AuthorityClient {
     }
 }
 
+/// The error for an authority's answer `status` to `path`, with its `{"error": ...}`.
+fn refusal(status: StatusCode, body: &[u8], path: &str) -> Error {
+    let reason = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.to_string());
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::CONFLICT => {
+            Error::NotPermitted(format!(
+                "the authority refused {path}: {reason} (check the bootstrap token and `node_id`)"
+            ))
+        }
+        s if s.is_server_error() => Error::Unavailable(format!(
+            "the authority failed {path}: {reason}; retry later"
+        )),
+        _ => Error::Service(format!("the authority refused {path}: {reason}")),
+    }
+}
+
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::Service(format!(
             "the authority's answer to {path} is not the expected JSON: {e}"
         ))
     })
-}
-
-/// Now, as the trust core counts time.
-pub fn unix_now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
 }

@@ -36,7 +36,7 @@ use trust_core::{
     CertificateVerifier, MessageSigner, NodeKey, PeerIdentity, RootCertificate, UnixTime,
 };
 
-use crate::authority_client::{AuthorityClient, unix_now};
+use crate::authority_client::AuthorityClient;
 use crate::config::SidecarConfig;
 use crate::error::{Error, Result};
 
@@ -197,7 +197,7 @@ impl CredentialStore {
         create_private_dir(&dir)?;
         let root = load_or_fetch_root(config, authority).await?;
         let verifier = CertificateVerifier::new(root, Default::default());
-        let now = unix_now();
+        let now = UnixTime::now();
         finish_half_done_renewal(&dir, &verifier, now);
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
         let cert_path = dir.join(CERT_FILE);
@@ -268,7 +268,7 @@ impl CredentialStore {
         names: &[String],
     ) -> Result<Tick> {
         let cert_path = self.dir.join(CERT_FILE);
-        let now = unix_now();
+        let now = UnixTime::now();
         let on_disk = stamp(&cert_path);
         if on_disk != **self.loaded_stamp.load() {
             let reloaded = std::fs::read_to_string(&cert_path)

@@ -41,11 +41,11 @@ use trust_core::signature::header as sig_header;
 use trust_core::verify::{Usage, VerifySettings};
 use trust_core::{CertificateVerifier, RequestParts, SignatureHeaders, TrustCache};
 
-use crate::authority_client::unix_now;
+use crate::body::ResponseBody;
 use crate::credentials::{CredentialStore, Credentials};
-use crate::ingress::{ResponseBody, strip_hop_by_hop};
 use crate::metrics::Metrics;
 use crate::refusal::{Direction, Refusal};
+use crate::request_view::strip_hop_by_hop;
 
 /// Where a host the app names goes, and who must answer there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +276,7 @@ async fn sign_and_relay(
         .signer
         .sign(
             &RequestParts::new(parts.method.as_str(), &destination, &path_and_query, &body),
-            unix_now(),
+            UnixTime::now(),
         )
         .map_err(|e| Refusal::SigningFailed(e.to_string()))?;
     peer_headers(&mut parts.headers, &signed, &destination);
@@ -309,7 +309,7 @@ async fn sign_and_relay(
             head.headers.remove(http::header::TRANSFER_ENCODING);
             Ok(Response::from_parts(
                 head,
-                body.map_err(|e| Box::new(e) as crate::ingress::BoxError)
+                body.map_err(|e| Box::new(e) as crate::body::BoxError)
                     .boxed(),
             ))
         }
@@ -405,7 +405,7 @@ impl ServerCertVerifier for PeerVerifier {
         };
         let named = match &self.expect {
             Expect::Node(id) => {
-                identity.id_string() == id.to_string() && identity.spiffe_id.contains("/node/")
+                matches!(identity.subject, trust_core::Subject::Node(node) if node.get() == *id)
             }
             Expect::DnsName(name) => dns_names(end_entity)
                 .iter()

@@ -66,10 +66,6 @@ pub enum Error {
     /// The PKI refused an operation on valid input.
     #[error(transparent)]
     Core(#[from] trust_core::Error),
-    /// The local app could not be asked: no connection in time, or the HTTP exchange
-    /// failed (the source says which; a request body over the limit shows there too).
-    #[error("the app could not be reached: {0}")]
-    Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Shorthand for results in this crate.
@@ -89,7 +85,7 @@ impl Error {
             Self::Store(trust_store::Error::NotInitialised { .. }) => 66,
             Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,
             Self::Store(trust_store::Error::Corrupt { .. }) => 65,
-            Self::Store(_) | Self::Service(_) | Self::Upstream(_) => 74,
+            Self::Store(_) | Self::Service(_) => 74,
         })
     }
 

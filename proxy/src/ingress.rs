@@ -22,13 +22,11 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{CONNECTION, HOST, HeaderName};
+use http::header::{HOST, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -51,16 +49,13 @@ use crate::metrics::Metrics;
 use crate::placement::{Arrival, Counted, Placement};
 use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
 use crate::refusal::{Direction, Refusal};
-use crate::request_view::{AuthorityRejection, checked_authority, remove_owned_headers, spells};
+use crate::request_view::{
+    AuthorityRejection, checked_authority, remove_owned_headers, spells, strip_hop_by_hop,
+};
 use crate::tls::TrustClientVerifier;
 use crate::upstream::UpstreamPool;
 
-/// Error type of bodies sent to the app.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Body of requests forwarded to the app.
-pub type UpstreamBody = BoxBody<Bytes, BoxError>;
-/// Body of responses the sidecar sends.
-pub type ResponseBody = BoxBody<Bytes, BoxError>;
+pub use crate::body::{BoxError, ResponseBody, UpstreamBody, full};
 
 /// Identity headers the sidecar sets; any that arrive from outside are removed first.
 pub const VERIFIED_NODE_ID: &str = "x-verified-node-id";
@@ -70,18 +65,6 @@ pub const VERIFIED_SPIFFE_ID: &str = "x-verified-spiffe-id";
 pub const VERIFIED_ROLES: &str = "x-verified-roles";
 /// `true` when the request carried a verified message signature.
 pub const VERIFIED_SIGNATURE: &str = "x-verified-signature";
-
-/// Hop-by-hop headers (RFC 9110 7.6.1) never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// How far over the body limit a declared body is still read (and discarded) so the
 /// client gets its 413 on a usable connection.
@@ -485,7 +468,7 @@ async fn serve_connection(
     };
     // A resumed session skips the verifier: verify the restored certificate here.
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => match ingress.cache.verify(cert, now()) {
+        Some(cert) => match ingress.cache.verify(cert, UnixTime::now()) {
             Ok(identity) => Some(identity),
             Err(e) => {
                 ingress
@@ -528,19 +511,6 @@ async fn serve_connection(
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
-}
-
-fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
-}
-
-/// A complete body as a [`ResponseBody`].
-pub fn full(bytes: Bytes) -> ResponseBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 fn covered(prefixes: &[RoutePrefix], path: &str) -> bool {
@@ -600,7 +570,7 @@ async fn admit_and_forward(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let identity = peer.map(|p| &*p.identity);
-    let time = now();
+    let time = UnixTime::now();
     let started = Instant::now();
     if let Some(identity) = identity {
         ingress
@@ -847,9 +817,7 @@ async fn forward(
     .await;
     match answer {
         None => Err(Refusal::AppTimeout),
-        // A body over the limit surfaces here while streaming to the app.
-        Some(Err(e)) if caused_by_body_limit(&e) => Err(Refusal::BodyTooLarge { close: false }),
-        Some(Err(e)) => Err(Refusal::AppUnreachable(e.to_string())),
+        Some(Err(refusal)) => Err(refusal),
         Some(Ok(response)) => {
             ingress.metrics.request("ingress", "forwarded");
             let (mut head, body) = response.into_parts();
@@ -891,17 +859,6 @@ pub async fn within<F: std::future::Future>(
     }
 }
 
-fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = err.source();
-    }
-    false
-}
-
 /// The five signature headers. A duplicated one is refused, and so is one spelled with `_`
 /// (`X_From_Node`), which CGI-style servers read as the same header: two values could be
 /// read differently by the verifier and the app.
@@ -939,26 +896,6 @@ fn signature_headers(headers: &HeaderMap) -> Result<ReceivedHeaders<'_>, String>
         node_auth,
         signature,
     })
-}
-
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: check with one pass before any removal.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
-        return;
-    }
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
 #[cfg(test)]

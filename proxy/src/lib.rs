@@ -13,8 +13,9 @@
 //! | [`sidecar`] | `trust-proxy run`: start-up, wiring, rotation loop, shutdown |
 //! | [`config`] | the sidecar's TOML config, environment overrides, validation |
 //! | [`credentials`] | the node key and certificate: enrolment, renewal, reload, rustls resolvers |
+//! | [`body`] | the body types the request path passes on |
 //! | [`authority_client`] | calls to the authority: CA certificate, enroll, renew, CRL |
-//! | [`crl_follower`] | long-polls the authority's CRL into the trust cache |
+//! | [`crl_source`] | the CRL the sidecar trusts: the saved copy, the authority's at start-up, then its long poll; verified, installed, saved |
 //! | [`ingress`] | the inbound path: mTLS, per-request re-check, the request's one reading, signature, policy, identity headers, forwarding |
 //! | [`refusal`] | [`refusal::Refusal`]: every way the ingress and egress refuse a request, and the one place that turns it into status, reason, metrics and log |
 //! | [`request_view`] | that one reading: canonical path (crate `request-path`), the checked authority, identity headers from outside removed in every spelling |
@@ -32,10 +33,11 @@
 
 pub mod admin;
 pub mod authority_client;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod credentials;
-pub mod crl_follower;
+pub mod crl_source;
 pub mod egress;
 pub mod error;
 pub mod ingress;

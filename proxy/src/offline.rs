@@ -34,8 +34,8 @@ pub fn ca(command: CaCommand) -> Result<()> {
                 .parse()
                 .map_err(|e| Error::Usage(format!("--trust-domain: {e}")))?;
             eprintln!("generating the RSA-4096 root key (about a second)...");
-            let mut dir = CaDirectory::init(&state.state_dir, &domain, &name, now())?;
-            dir.publish_crl(now(), Duration::from_secs(24 * 3600))?;
+            let mut dir = CaDirectory::init(&state.state_dir, &domain, &name, UnixTime::now())?;
+            dir.publish_crl(UnixTime::now(), Duration::from_secs(24 * 3600))?;
             println!("root CA created in {}", state.state_dir.display());
             println!("  certificate: {}", dir.cert_path().display());
             println!("  CRL:         {}", dir.crl_path().display());
@@ -49,7 +49,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let ca = trust_core::CertificateAuthority::from_pem(&cert_pem, &key_pem)
                 .map_err(Error::bad_input(&cert))?;
             let mut dir = CaDirectory::import(&state.state_dir, ca)?;
-            dir.publish_crl(now(), Duration::from_secs(24 * 3600))?;
+            dir.publish_crl(UnixTime::now(), Duration::from_secs(24 * 3600))?;
             println!(
                 "root imported into {} (fingerprint {})",
                 state.state_dir.display(),
@@ -69,7 +69,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let policy = name_policy(&names)?;
             let text = read_text(&csr)?;
             let request = VerifiedCsr::from_pem(&text, &policy).map_err(Error::bad_input(&csr))?;
-            let issued = dir.ca().issue(&request, &subject, now())?;
+            let issued = dir.ca().issue(&request, &subject, UnixTime::now())?;
             write_new(&out, issued.pem.as_bytes(), 0o644)?;
             println!(
                 "issued {} serial {} -> {}",
@@ -94,7 +94,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let csr_pem = key.certificate_request(&subject.common_name(), &dns, &ip)?;
             let request = VerifiedCsr::from_pem(&csr_pem, &policy)
                 .map_err(|e| Error::Usage(format!("--dns/--ip: {e}")))?;
-            let issued = dir.ca().issue(&request, &subject, now())?;
+            let issued = dir.ca().issue(&request, &subject, UnixTime::now())?;
             fs::create_dir_all(&out_dir).map_err(|source| Error::CannotCreate {
                 path: out_dir.clone(),
                 source,
@@ -139,8 +139,8 @@ pub fn ca(command: CaCommand) -> Result<()> {
                     ));
                 }
             };
-            let outcome = dir.revoke(&serial, subject, now())?;
-            let crl = dir.publish_crl(now(), validity)?;
+            let outcome = dir.revoke(&serial, subject, UnixTime::now())?;
+            let crl = dir.publish_crl(UnixTime::now(), validity)?;
             match outcome {
                 Revoked::Now => println!(
                     "revoked serial {serial}; CRL number {} published to {}",
@@ -161,7 +161,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
             der,
         } => {
             let mut dir = CaDirectory::open(&state.state_dir)?;
-            let crl = dir.publish_crl(now(), validity)?;
+            let crl = dir.publish_crl(UnixTime::now(), validity)?;
             if let Some(out) = out {
                 let bytes = if der {
                     crl.der.clone()
@@ -216,7 +216,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
             at,
         } => {
             let root = read_root(&ca)?;
-            let time = at.map_or_else(now, trust_core::unix_time);
+            let time = at.map_or_else(UnixTime::now, trust_core::unix_time);
             let crl = read_crl(&crl, &root, time)?;
             let der = read_cert_der(&cert)?;
             let settings = VerifySettings {
@@ -297,7 +297,7 @@ pub fn message(command: MessageCommand) -> Result<()> {
             let (authority, path) = split_url(&request.url)?;
             let body = read_body(&request)?;
             let parts = RequestParts::new(&request.method, &authority, &path, &body);
-            let time = at.map_or_else(now, trust_core::unix_time);
+            let time = at.map_or_else(UnixTime::now, trust_core::unix_time);
             let headers = signer
                 .sign(&parts, time)
                 .map_err(|e| Error::Usage(format!("--method/--url: {e}")))?;
@@ -316,7 +316,7 @@ pub fn message(command: MessageCommand) -> Result<()> {
             max_age,
         } => {
             let root = read_root(&ca)?;
-            let time = at.map_or_else(now, trust_core::unix_time);
+            let time = at.map_or_else(UnixTime::now, trust_core::unix_time);
             let crl = read_crl(&crl, &root, time)?;
             let der = read_cert_der(&peer)?;
             let identity = CertificateVerifier::new(root, VerifySettings::default())
@@ -358,14 +358,6 @@ pub fn message(command: MessageCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
 }
 
 fn format_time(t: UnixTime) -> String {

@@ -17,7 +17,7 @@ use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 use trust_core::SignatureRejection;
 
-use crate::ingress::{ResponseBody, full};
+use crate::body::{ResponseBody, full};
 use crate::metrics::Metrics;
 
 /// Which side of the sidecar a request was refused on.

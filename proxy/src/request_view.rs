@@ -13,7 +13,7 @@
 //!   CGI-style servers such as gunicorn and Apache read it), is one the sidecar owns is
 //!   removed before the request goes further. The sidecar then sets its own.
 
-use http::header::HOST;
+use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// Exact names (lower case, `-` spelling) of headers the sidecar owns.
@@ -182,6 +182,39 @@ pub fn checked_authority(
         }
         (None, Some(host)) => Ok(host.clone()),
         (None, None) => Err(AuthorityRejection::Missing),
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes the hop-by-hop headers (RFC 9110 7.6.1) and those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: check with one pass before any removal.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 

@@ -1,8 +1,6 @@
 //! The long-running commands: a tokio runtime, a listener, and one shutdown signal
 //! (SIGTERM or Ctrl-C) that stops accepting and drains in-flight requests.
 
-use std::time::SystemTime;
-
 use tokio_util::sync::CancellationToken;
 use trust_core::UnixTime;
 
@@ -42,7 +40,7 @@ pub fn authority(args: AuthorityArgs) -> Result<()> {
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
         let (service, created) =
-            authority::Authority::open(config, now()).map_err(authority_error)?;
+            authority::Authority::open(config, UnixTime::now()).map_err(authority_error)?;
         if created {
             tracing::info!(state_dir = %args.state.state_dir.display(), "created a new root CA");
         }
@@ -164,12 +162,4 @@ pub(crate) async fn wait_for_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
     }
     shutdown.cancel();
-}
-
-fn now() -> UnixTime {
-    UnixTime::since_unix_epoch(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default(),
-    )
 }

@@ -1,6 +1,6 @@
 //! `trust-proxy run`: the sidecar process. Reads and validates the config, obtains the
 //! node's credentials ([`CredentialStore`]), loads the last good CRL and follows the
-//! authority's ([`CrlFollower`]), then serves the ingress, the egress and the admin
+//! authority's ([`CrlSource`]), then serves the ingress, the egress and the admin
 //! listener until SIGTERM, renewing the certificate on the way. SIGHUP reloads the node
 //! certificate (if its file changed) and the policy sets at once, as the periodic check
 //! and the folder watcher would; a replacement that does not load is refused and counted,
@@ -15,14 +15,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use trust_core::{CertificateVerifier, CrlUpdate, RevocationList, TrustCache};
+use trust_core::{CertificateVerifier, TrustCache};
 
 use crate::admin::Admin;
-use crate::authority_client::{AuthorityClient, unix_now};
+use crate::authority_client::AuthorityClient;
 use crate::cli::RunArgs;
 use crate::config::SidecarConfig;
 use crate::credentials::{CRL_FILE, CredentialStore, Tick};
-use crate::crl_follower::CrlFollower;
+use crate::crl_source::CrlSource;
 use crate::egress::{Egress, EgressSettings, Expect, Route};
 use crate::error::{Error, Result};
 use crate::ingress::{Ingress, IngressSettings};
@@ -64,7 +64,7 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::serve::wait_for_signal(shutdown.clone()));
     let mut hangups = hangup_signals();
-    let authority = AuthorityClient::new(&config.authority.url)?;
+    let authority = Arc::new(AuthorityClient::new(&config.authority.url)?);
     let Some(credentials) = retry_while_unavailable(startup_timeout, &shutdown, || {
         CredentialStore::open(&config, &authority)
     })
@@ -80,26 +80,20 @@ pub async fn serve(config: SidecarConfig, startup_timeout: Duration) -> Result<(
         CertificateVerifier::new(credentials.root().clone(), Default::default()),
         Default::default(),
     ));
-    let crl_path = config.state_dir.join(CRL_FILE);
-    load_saved_crl(&cache, &crl_path);
-    match authority.crl().await {
-        Ok(der) => install_crl(&cache, &der, &crl_path),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot fetch the CRL at start-up; serving with the saved one (if any) and retrying")
-        }
-    }
     let metrics = Metrics::new();
+    let mut crls = CrlSource::new(
+        Arc::clone(&authority),
+        Arc::clone(&cache),
+        config.authority.crl_wait,
+    )
+    .with_metrics(metrics.clone())
+    .saved_in(config.state_dir.join(CRL_FILE));
+    crls.load_saved();
+    if let Err(reason) = crls.fetch().await {
+        tracing::warn!(%reason, "cannot fetch the CRL at start-up; serving with the saved one (if any) and retrying");
+    }
     let mut tasks = JoinSet::new();
-    tasks.spawn(
-        CrlFollower::new(
-            config.authority.url.clone(),
-            Arc::clone(&cache),
-            config.authority.crl_wait,
-        )
-        .with_metrics(metrics.clone())
-        .persist_to(crl_path)
-        .run(shutdown.clone()),
-    );
+    tasks.spawn(crls.run(shutdown.clone()));
 
     let ingress_listener = bind(config.ingress.listen, "ingress.listen").await?;
     let ingress_addr = local_addr(&ingress_listener, "ingress.listen")?;
@@ -319,34 +313,6 @@ where
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-fn load_saved_crl(cache: &TrustCache, path: &std::path::Path) {
-    let Ok(der) = std::fs::read(path) else {
-        return;
-    };
-    match RevocationList::from_der(&der, cache.verifier().root(), unix_now())
-        .and_then(|list| cache.install_crl(list))
-    {
-        Ok(_) => tracing::info!(file = %path.display(), "loaded the saved CRL"),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "the saved CRL is unusable; waiting for the authority's")
-        }
-    }
-}
-
-fn install_crl(cache: &TrustCache, der: &[u8], path: &std::path::Path) {
-    let result = RevocationList::from_der(der, cache.verifier().root(), unix_now())
-        .and_then(|list| cache.install_crl(list));
-    match result {
-        Ok(CrlUpdate::Installed { .. }) => {
-            if let Err(e) = trust_store::write_atomic(path, der, 0o644) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot keep a copy of the CRL");
-            }
-        }
-        Ok(CrlUpdate::Unchanged) => {}
-        Err(e) => tracing::warn!(error = %e, "the authority's CRL was refused"),
     }
 }
 

@@ -31,8 +31,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::Error;
-use crate::ingress::UpstreamBody;
+use crate::body::UpstreamBody;
+use crate::refusal::Refusal;
 
 /// Idle connections kept per thread at most; more are closed when their answer ends.
 const MAX_IDLE: usize = 512;
@@ -101,7 +101,7 @@ impl UpstreamPool {
     pub async fn send(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
-    ) -> crate::Result<Response<PooledBody>> {
+    ) -> Result<Response<PooledBody>, Refusal> {
         let mut request = request;
         if let Some((mut sender, idle_for)) = self.checkout() {
             // An app may close a keep-alive connection it thinks idle just as a request is
@@ -123,7 +123,7 @@ impl UpstreamPool {
                         (None, Some(copy)) if e.error().is_incomplete_message() => {
                             request = copy;
                         }
-                        (None, _) => return Err(Error::Upstream(Box::new(e.into_error()))),
+                        (None, _) => return Err(refused(&e.into_error())),
                     },
                 }
             }
@@ -132,7 +132,7 @@ impl UpstreamPool {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| Error::Upstream(Box::new(e)))?;
+            .map_err(|e| refused(&e))?;
         Ok(self.wrap(response, sender))
     }
 
@@ -199,24 +199,23 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self) -> crate::Result<SendRequest<UpstreamBody>> {
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, Refusal> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(self.addr),
         )
         .await
         .map_err(|_| {
-            Error::Upstream(Box::new(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to the app timed out",
-            )))
+            Refusal::AppUnreachable(format!("connecting to the app at {} timed out", self.addr))
         })?
-        .map_err(|e| Error::Upstream(Box::new(e)))?;
+        .map_err(|e| {
+            Refusal::AppUnreachable(format!("connecting to the app at {}: {e}", self.addr))
+        })?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Upstream(Box::new(e)))?;
+            .map_err(|e| refused(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection to the app ended");
@@ -287,6 +286,27 @@ impl Drop for PooledBody {
         // Dropped earlier, the connection is dropped too and hyper closes it.
         self.release_if_done();
     }
+}
+
+/// The refusal for a failed exchange with the app: a request body over the limit (it
+/// surfaces here while streaming to the app) is the client's; anything else is the app's.
+fn refused(e: &(dyn std::error::Error + 'static)) -> Refusal {
+    if caused_by_body_limit(e) {
+        Refusal::BodyTooLarge { close: false }
+    } else {
+        Refusal::AppUnreachable(e.to_string())
+    }
+}
+
+fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -609,7 +629,7 @@ mod tests {
         let Err(e) = pool.send(post).await else {
             panic!("the app dropped the request, yet an answer came");
         };
-        assert!(matches!(e, Error::Upstream(_)), "{e}");
+        assert!(matches!(e, Refusal::AppUnreachable(_)), "{e:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "a body was sent twice");
     }
 
@@ -618,7 +638,7 @@ mod tests {
 
     impl Body for Unfinished {
         type Data = Bytes;
-        type Error = crate::ingress::BoxError;
+        type Error = crate::body::BoxError;
 
         fn poll_frame(
             mut self: Pin<&mut Self>,
@@ -647,10 +667,10 @@ mod tests {
         let Err(e) = pool.send(request("/")).await else {
             panic!("an app that is not listening answered");
         };
-        assert!(matches!(e, Error::Upstream(_)), "{e}");
-        assert!(
-            e.to_string().starts_with("the app could not be reached"),
-            "{e}"
-        );
+        let Refusal::AppUnreachable(why) = &e else {
+            panic!("{e:?}");
+        };
+        assert!(why.contains("connecting to the app"), "{why}");
+        assert_eq!(e.public_reason(), "the app could not be reached");
     }
 }

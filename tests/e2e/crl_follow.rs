@@ -13,7 +13,8 @@ use trust_core::{
     CacheSettings, CertificateRejection, CertificateVerifier, NodeKey, RootCertificate, TrustCache,
     VerifySettings,
 };
-use trust_proxy::crl_follower::CrlFollower;
+use trust_proxy::authority_client::AuthorityClient;
+use trust_proxy::crl_source::CrlSource;
 
 const TOKEN: &str = "follow-test-token-0123456789abcdef";
 
@@ -62,7 +63,11 @@ async fn a_revocation_at_the_authority_reaches_the_sidecar_cache_through_the_lon
         CertificateVerifier::new(root, VerifySettings::default()),
         CacheSettings::default(),
     ));
-    let follower = CrlFollower::new(url.clone(), Arc::clone(&cache), Duration::from_secs(30));
+    let follower = CrlSource::new(
+        Arc::new(AuthorityClient::new(&url).unwrap()),
+        Arc::clone(&cache),
+        Duration::from_secs(30),
+    );
     let mut installed = follower.installed();
     let stop_follower = CancellationToken::new();
     let following = tokio::spawn(follower.run(stop_follower.clone()));
@@ -156,8 +161,12 @@ async fn a_rolled_back_crl_from_the_authority_is_refused_and_the_newer_one_kept(
         CacheSettings::default(),
     ));
     let metrics = trust_proxy::metrics::Metrics::new();
-    let follower = CrlFollower::new(url, Arc::clone(&cache), Duration::from_secs(1))
-        .with_metrics(metrics.clone());
+    let follower = CrlSource::new(
+        Arc::new(AuthorityClient::new(&url).unwrap()),
+        Arc::clone(&cache),
+        Duration::from_secs(1),
+    )
+    .with_metrics(metrics.clone());
     let mut installed = follower.installed();
     let stop = CancellationToken::new();
     let following = tokio::spawn(follower.run(stop.clone()));
