@@ -13,18 +13,27 @@ use request_path::{RoutePrefix, canonical_path};
 fn benches(c: &mut Criterion) {
     for (name, path) in [
         ("canonical_short", "/fl/update"),
-        ("canonical_long", "/api/v1/nodes/123/models/round-42/weights/layer-7"),
+        (
+            "canonical_long",
+            "/api/v1/nodes/123/models/round-42/weights/layer-7",
+        ),
         ("respelled", "/%66l/./update//x/../"),
         ("escapes_kept", "/caf%c3%a9/a%20b/%3fq"),
     ] {
-        c.bench_function(name, |b| b.iter(|| canonical_path(black_box(path)).unwrap()));
+        c.bench_function(name, |b| {
+            b.iter(|| canonical_path(black_box(path)).unwrap())
+        });
     }
     let prefixes = [
         RoutePrefix::new("/fl/").unwrap(),
         RoutePrefix::new("/trust/revoke").unwrap(),
     ];
     c.bench_function("two_prefixes_miss", |b| {
-        b.iter(|| prefixes.iter().any(|p| p.covers(black_box("/trust/status"))))
+        b.iter(|| {
+            prefixes
+                .iter()
+                .any(|p| p.covers(black_box("/trust/status")))
+        })
     });
 }
 
