@@ -431,7 +431,7 @@ async fn an_app_that_hangs_is_504_and_one_that_resets_is_502() {
 }
 
 /// An mTLS connection as `client` that negotiated HTTP/2 by ALPN.
-async fn connect_h2_tls(
+pub(crate) async fn connect_h2_tls(
     node: &Node,
     client: &trust_core::testing::TestNode,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {

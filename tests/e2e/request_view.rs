@@ -777,3 +777,51 @@ fn the_generator_makes_the_shapes_it_promises() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_the_same_reading_holds() {
+    let rig = rig("raw").await;
+    let node = &rig.node;
+    let tls = crate::bad_input::connect_h2_tls(node, &PKI.node(24)).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    for (path, host, want) in [
+        ("/%66l/update", None, 401),
+        ("/fl%2fupdate", None, 400),
+        ("/trust/%72evoke/3", None, 403),
+        ("/x/../who%61mi", None, 200),
+        ("/whoami", Some("elsewhere:443"), 400),
+    ] {
+        let mut request = http::Request::post(format!("https://{}{path}", node.authority))
+            .body(())
+            .unwrap();
+        if let Some(host) = host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, host.parse().unwrap());
+        }
+        let (answer, _) = client.send_request(request, true).unwrap();
+        let answer = answer.await.unwrap();
+        let status = answer.status().as_u16();
+        let mut body = answer.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        assert_eq!(status, want, "{path}: {}", String::from_utf8_lossy(&bytes));
+        if want == 200 {
+            // The app gets the canonical target over HTTP/1.1, and the :authority as Host.
+            let seen: Value = serde_json::from_slice(&bytes).unwrap();
+            let head = seen["head"].as_str().unwrap();
+            assert_eq!(target_of(head), "/whoami", "{head}");
+            assert_eq!(
+                header_values(head, "host"),
+                std::slice::from_ref(&node.authority)
+            );
+        }
+        client = client.ready().await.unwrap();
+    }
+}
