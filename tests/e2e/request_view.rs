@@ -483,6 +483,14 @@ fn generated(count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many spellings to generate: 400, or `REQUEST_VIEW_SPELLINGS` for a deeper run.
+fn generated_count() -> usize {
+    std::env::var("REQUEST_VIEW_SPELLINGS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400)
+}
+
 /// Every table and generated spelling through the sidecar in front of `app`: unsigned as a
 /// plain node, then signed as an admin. Returns (refused, reached the app) per case.
 async fn differential(app: &str) -> BTreeMap<&'static str, usize> {
@@ -496,7 +504,7 @@ async fn differential(app: &str) -> BTreeMap<&'static str, usize> {
     let spellings = TABLE
         .iter()
         .map(|s| s.as_bytes().to_vec())
-        .chain(generated(400));
+        .chain(generated(generated_count()));
     for spelling in spellings {
         let text = String::from_utf8_lossy(&spelling).into_owned();
         // The HTTP layer ends a request target at `#` (a fragment is not part of it), as
