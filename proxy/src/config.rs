@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -32,7 +32,7 @@ const SECTIONS: [&str; 7] = [
 ];
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarConfig {
     /// Where the node key (0600), certificate and CA certificate live.
@@ -68,7 +68,7 @@ pub struct SidecarConfig {
 }
 
 /// `[authority]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoritySection {
     /// Base URL, e.g. `http://127.0.0.1:7000`.
@@ -89,7 +89,7 @@ pub struct AuthoritySection {
 }
 
 /// `[ingress]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngressSection {
     /// Address of the mTLS listener.
@@ -114,7 +114,33 @@ pub struct IngressSection {
     pub max_body_bytes: usize,
 }
 
+impl AuthoritySection {
+    /// The authority at `url`, every other field its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            bootstrap_token_file: None,
+            bootstrap_token: None,
+            ca_fingerprint: None,
+            crl_wait: defaults::crl_wait(),
+        }
+    }
+}
+
 impl IngressSection {
+    /// Listening on `listen` in front of the app at `upstream`, every other field its
+    /// default.
+    pub fn new(listen: SocketAddr, upstream: SocketAddr) -> Self {
+        Self {
+            listen,
+            upstream,
+            signed_prefixes: Vec::new(),
+            anonymous_prefixes: Vec::new(),
+            local_authorities: Vec::new(),
+            max_body_bytes: defaults::max_body(),
+        }
+    }
+
     /// `signed_prefixes` in canonical form; a prefix with none is a config error naming it.
     pub fn signed_route_prefixes(&self) -> Result<Vec<request_path::RoutePrefix>> {
         route_prefixes("ingress.signed_prefixes", &self.signed_prefixes)
@@ -140,7 +166,7 @@ fn route_prefixes(field: &str, prefixes: &[String]) -> Result<Vec<request_path::
 }
 
 /// `[egress]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EgressSection {
     /// Address of the forward proxy; loopback only (the app's plain HTTP must not leave
@@ -158,8 +184,20 @@ pub struct EgressSection {
     pub max_body_bytes: usize,
 }
 
+impl EgressSection {
+    /// Listening on `listen` with no peers, every other field its default.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            peers: Vec::new(),
+            default_peer_port: None,
+            max_body_bytes: defaults::max_body(),
+        }
+    }
+}
+
 /// One `[[egress.peers]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerEntry {
     /// The host name the app puts in its URLs (`http://<name>/...`).
@@ -173,7 +211,7 @@ pub struct PeerEntry {
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
     /// The policy-set file (`policies/<name>.toml`); its folder is watched.
@@ -193,8 +231,21 @@ pub struct PolicySection {
     pub reload_debounce: Duration,
 }
 
+impl PolicySection {
+    /// The set `set` with plugins from `plugin_dir`, every other field its default.
+    pub fn new(set: PathBuf, plugin_dir: PathBuf) -> Self {
+        Self {
+            set,
+            plugin_dir,
+            shadow_set: None,
+            seen_capacity: defaults::seen_capacity(),
+            reload_debounce: defaults::debounce(),
+        }
+    }
+}
+
 /// `[admin]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     /// `/metrics`, `/healthz`, `/readyz`; loopback by default.
@@ -211,7 +262,7 @@ impl Default for AdminSection {
 }
 
 /// `[rotation]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotationSection {
     /// Fraction of the certificate's life after which it is renewed.
@@ -232,7 +283,7 @@ impl Default for RotationSection {
 }
 
 /// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     /// Open inbound connections at most; further ones wait in the kernel's backlog.
@@ -335,7 +386,11 @@ mod defaults {
 mod humantime_serde {
     use std::time::Duration;
 
-    use serde::{Deserialize as _, Deserializer};
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -348,6 +403,36 @@ mod humantime_serde {
 }
 
 impl SidecarConfig {
+    /// A config for node state in `state_dir`, answering to `names`, enrolling with the
+    /// authority at `authority_url`, in front of the app described by `ingress`; every
+    /// other section its default (no egress, no policy).
+    pub fn new(
+        state_dir: PathBuf,
+        names: Vec<String>,
+        authority_url: impl Into<String>,
+        ingress: IngressSection,
+    ) -> Self {
+        Self {
+            state_dir,
+            node_id: None,
+            names,
+            authority: AuthoritySection::new(authority_url),
+            ingress,
+            egress: None,
+            admin: AdminSection::default(),
+            rotation: RotationSection::default(),
+            limits: LimitsSection::default(),
+            policy: None,
+            shutdown_grace: defaults::grace(),
+        }
+    }
+
+    /// The config as TOML, as [`Self::load`] reads it back.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self)
+            .map_err(|e| Error::Service(format!("cannot write the sidecar config as TOML: {e}")))
+    }
+
     /// Reads `path`, applies `env` overrides (`(name, value)` pairs, normally
     /// `std::env::vars()`), and validates.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
@@ -590,6 +675,44 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+
+    #[test]
+    fn a_config_written_as_toml_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ingress = IngressSection::new(
+            "127.0.0.1:8443".parse().unwrap(),
+            "127.0.0.1:5000".parse().unwrap(),
+        );
+        ingress.signed_prefixes = vec!["/fl/".into()];
+        ingress.local_authorities = vec!["aggregator".into()];
+        let mut c = SidecarConfig::new(
+            dir.path().join("state"),
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "http://127.0.0.1:7000",
+            ingress,
+        );
+        c.node_id = Some(3);
+        c.shutdown_grace = Duration::from_millis(5500);
+        c.authority.bootstrap_token_file = Some(dir.path().join("token"));
+        c.authority.ca_fingerprint = Some("ab".repeat(32));
+        let mut egress = EgressSection::new("127.0.0.1:8080".parse().unwrap());
+        egress.peers.push(PeerEntry {
+            name: "aggregator".into(),
+            address: "127.0.0.1:9443".into(),
+            node_id: Some(1),
+        });
+        c.egress = Some(egress);
+        c.policy = Some(PolicySection::new(
+            dir.path().join("set.toml"),
+            dir.path().join("plugins"),
+        ));
+        std::fs::write(dir.path().join("set.toml"), "").unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        let file = dir.path().join("sidecar.toml");
+        std::fs::write(&file, c.to_toml().unwrap()).unwrap();
+        let back = SidecarConfig::load(&file, std::iter::empty()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+    }
 
     const MINIMAL: &str = r#"
 state_dir = "/tmp/x"

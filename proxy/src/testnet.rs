@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authority_client::AuthorityClient;
 use crate::cli::TestnetArgs;
+use crate::config::{EgressSection, IngressSection, PeerEntry, PolicySection, SidecarConfig};
 use crate::error::{Error, Result};
 
 /// Node id of the aggregator's sidecar.
@@ -177,7 +178,9 @@ impl Testnet {
                     upstream: api.clone(),
                     authority_url: &authority_url,
                     token: &token,
-                    extra_ingress: "anonymous_prefixes = [\"/trust/status\", \"/trust/ca-certificate\"]\n",
+                    signed: &[],
+                    anonymous: &["/trust/status", "/trust/ca-certificate"],
+                    local_authorities: &[],
                     policy_set: "authority.toml",
                     peers: &[],
                 },
@@ -209,7 +212,9 @@ impl Testnet {
                     upstream: aggregator_app.clone(),
                     authority_url: &authority_url,
                     token: &token,
-                    extra_ingress: "signed_prefixes = [\"/fl/\"]\nlocal_authorities = [\"aggregator\"]\n",
+                    signed: &["/fl/"],
+                    anonymous: &[],
+                    local_authorities: &["aggregator"],
                     policy_set: "node.toml",
                     peers: &[],
                 },
@@ -245,7 +250,9 @@ impl Testnet {
                     upstream: app_addr,
                     authority_url: &authority_url,
                     token: &token,
-                    extra_ingress: "signed_prefixes = [\"/fl/\"]\n",
+                    signed: &["/fl/"],
+                    anonymous: &[],
+                    local_authorities: &[],
                     policy_set: "node.toml",
                     peers: &peer,
                 },
@@ -395,6 +402,47 @@ impl Testnet {
         cmd
     }
 
+    /// The config of the sidecar `plan` describes, its state in `folder`.
+    fn sidecar_config(&self, folder: &Path, plan: &SidecarPlan<'_>) -> Result<SidecarConfig> {
+        let addr = |text: &str| -> Result<std::net::SocketAddr> {
+            text.parse()
+                .map_err(|e| Error::Usage(format!("testnet address `{text}`: {e}")))
+        };
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        let mut ingress =
+            IngressSection::new(addr(&self.addr(plan.slot, 1))?, addr(&plan.upstream)?);
+        ingress.signed_prefixes = owned(plan.signed);
+        ingress.anonymous_prefixes = owned(plan.anonymous);
+        ingress.local_authorities = owned(plan.local_authorities);
+        let mut config = SidecarConfig::new(
+            folder.join("state"),
+            vec!["localhost".into(), "127.0.0.1".into()],
+            plan.authority_url,
+            ingress,
+        );
+        config.node_id = Some(plan.node_id);
+        config.shutdown_grace = std::time::Duration::from_secs(5);
+        config.authority.bootstrap_token_file = Some(plan.token.to_owned());
+        config.authority.ca_fingerprint = Some(self.ca_pin.clone());
+        let mut egress = EgressSection::new(addr(&self.addr(plan.slot, 2))?);
+        egress.peers = plan
+            .peers
+            .iter()
+            .map(|(name, address, id)| PeerEntry {
+                name: (*name).to_owned(),
+                address: (*address).to_owned(),
+                node_id: Some(*id),
+            })
+            .collect();
+        config.egress = Some(egress);
+        config.admin.listen = addr(&self.addr(plan.slot, 3))?;
+        config.policy = Some(PolicySection::new(
+            absolute(&self.args.policies).join(plan.policy_set),
+            absolute(&self.args.plugin_dir),
+        ));
+        Ok(config)
+    }
+
     /// Writes a sidecar's config and starts it without waiting.
     fn launch_sidecar(
         &mut self,
@@ -407,51 +455,11 @@ impl Testnet {
             path: folder.clone(),
             source,
         })?;
-        let mut config = format!(
-            r#"# Written by `trust-proxy testnet`; see docs/examples/sidecar.toml for every field.
-state_dir = "{state}"
-node_id = {id}
-names = ["localhost", "127.0.0.1"]
-shutdown_grace = "5s"
-
-[authority]
-url = "{url}"
-bootstrap_token_file = "{token}"
-ca_fingerprint = "{pin}"
-
-[ingress]
-listen = "{ingress}"
-upstream = "{upstream}"
-{extra}
-[egress]
-listen = "{egress}"
-
-[admin]
-listen = "{admin}"
-
-[policy]
-set = "{policies}/{set}"
-plugin_dir = "{plugins}"
-"#,
-            state = folder.join("state").display(),
-            id = plan.node_id,
-            url = plan.authority_url,
-            token = plan.token.display(),
-            pin = self.ca_pin,
-            ingress = self.addr(plan.slot, 1),
-            upstream = plan.upstream,
-            extra = plan.extra_ingress,
-            egress = self.addr(plan.slot, 2),
-            admin = self.addr(plan.slot, 3),
-            policies = absolute(&self.args.policies).display(),
-            set = plan.policy_set,
-            plugins = absolute(&self.args.plugin_dir).display(),
+        let config = self.sidecar_config(&folder, &plan)?;
+        let config = format!(
+            "# Written by `trust-proxy testnet`; see docs/examples/sidecar.toml for every field.\n{}",
+            config.to_toml()?
         );
-        for (peer, address, id) in plan.peers {
-            config.push_str(&format!(
-                "\n[[egress.peers]]\nname = \"{peer}\"\naddress = \"{address}\"\nnode_id = {id}\n"
-            ));
-        }
         let file = folder.join("sidecar.toml");
         std::fs::write(&file, config).map_err(|source| Error::CannotCreate {
             path: file.clone(),
@@ -692,7 +700,12 @@ struct SidecarPlan<'a> {
     upstream: String,
     authority_url: &'a str,
     token: &'a Path,
-    extra_ingress: &'a str,
+    /// `ingress.signed_prefixes`.
+    signed: &'a [&'a str],
+    /// `ingress.anonymous_prefixes`.
+    anonymous: &'a [&'a str],
+    /// `ingress.local_authorities`.
+    local_authorities: &'a [&'a str],
     policy_set: &'a str,
     peers: &'a [(&'a str, &'a str, u32)],
 }
