@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use authority::EnrollResponse;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH};
 use http::{Method, Request, StatusCode, Uri};
@@ -16,6 +15,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use trust_api::EnrollResponse;
 use trust_core::{MessageSigner, RequestParts, UnixTime};
 
 use crate::error::{Error, Result};
