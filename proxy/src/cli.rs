@@ -31,7 +31,7 @@ pub struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TRUST_PROXY_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// Log filter, e.g. `info` or `trust_proxy=debug` (RUST_LOG syntax).
+    /// Log filter, e.g. `info` or `sidecar=debug,authority=info` (RUST_LOG syntax).
     #[arg(long, global = true, default_value = "info", env = "TRUST_PROXY_LOG")]
     pub log: String,
     /// What to do.
@@ -76,8 +76,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run a whole network on this machine's loopback: the authority behind its sidecar, the
     /// example federated-learning aggregator and N node agents, each behind its sidecar.
-    #[command(after_help = TESTNET_HELP)]
-    Testnet(TestnetArgs),
+    #[command(after_help = testnet::HELP)]
+    Testnet(testnet::TestnetArgs),
     /// Ask a health endpoint (plain HTTP GET): exit 0 on a 2xx answer, 1 on another
     /// answer, 69 when nothing answers. For container health checks and start-up scripts.
     #[command(
@@ -97,64 +97,6 @@ pub struct ProbeArgs {
     /// Keep retrying (every 500 ms) until a 2xx answer or this much time has passed.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
-}
-
-const TESTNET_HELP: &str = "\
-Needs Python 3 with Flask and requests (scripts/testnet.sh makes .venv with them) and the
-policy plugins (built by `cargo build`). Prints progress while the nodes enroll, then the
-addresses and curl commands to try; writes <dir>/testnet.json (every address) and
-<dir>/prometheus-targets.json (read by monitoring/prometheus.yml). Ctrl-C or SIGTERM stops
-every process it started. A second run reuses <dir> (same CA, same node identities);
---fresh starts over (needed after revoking a node: a revoked identity cannot enroll again).
-
-Ports (default --base-port 7000): the authority's API 7000, its sidecar 7001 (the door to
-/trust/*), sidecar admin listeners (/metrics) 7003, 7013, 7023, ...; slot s uses
-base + 10*s + {0 app, 1 ingress, 2 egress, 3 admin}; slot 1 is the aggregator, slot k+1
-node k. --base-port 0 takes ephemeral ports (see testnet.json).
-
-Example:
-  trust-proxy testnet --nodes 5
-  trust-proxy testnet --nodes 100 --dir /tmp/tn --fresh";
-
-/// `trust-proxy testnet`
-#[derive(Debug, Args)]
-pub struct TestnetArgs {
-    /// How many node agents (ids 1..=N) to run.
-    #[arg(long, default_value_t = 5)]
-    pub nodes: u32,
-    /// Folder for the CA, every node's state, configs and logs.
-    #[arg(long, default_value = "testnet")]
-    pub dir: PathBuf,
-    /// Delete <dir> first (only if it is a testnet folder).
-    #[arg(long)]
-    pub fresh: bool,
-    /// First port of the plan (see below); 0 for ephemeral ports.
-    #[arg(long, default_value_t = 7000)]
-    pub base_port: u16,
-    /// Python with Flask and requests. Default: .venv/bin/python3 if present, else python3.
-    #[arg(long, env = "TRUST_PROXY_PYTHON")]
-    pub python: Option<PathBuf>,
-    /// Folder with the example apps (aggregator.py, node_agent.py).
-    #[arg(long, default_value = "deploy/apps")]
-    pub apps: PathBuf,
-    /// Folder with the policy sets (authority.toml, node.toml).
-    #[arg(long, default_value = "policies")]
-    pub policies: PathBuf,
-    /// Folder with the plugins' .wasm files.
-    #[arg(long, default_value = policy_host::BUILT_PLUGIN_DIR)]
-    pub plugin_dir: PathBuf,
-    /// How often each node agent checks for a new round.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    pub round_interval: Duration,
-    /// How long the aggregator waits for missing nodes before it closes a round without them.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub round_timeout: Duration,
-    /// How long to wait for a process to serve, and for every node to be verified.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub ready_timeout: Duration,
-    /// Log filter for the children (their logs go to <dir>/logs/).
-    #[arg(long, default_value = "info")]
-    pub child_log: String,
 }
 
 const RUN_HELP: &str = "\
@@ -590,11 +532,26 @@ pub fn run(command: Command) -> crate::Result<()> {
         Command::Cert(c) => offline::cert(c),
         Command::Message(c) => offline::message(c),
         Command::Authority(args) => crate::serve::authority(args),
-        Command::Run(args) => crate::sidecar::run(args),
+        Command::Run(args) => crate::run::run(args),
         Command::Policy(c) => crate::policy_cli::run(c),
-        Command::Testnet(args) => crate::testnet::run(args),
+        Command::Testnet(args) => testnet_command(args),
         Command::Probe(args) => crate::serve::probe(&args),
     }
+}
+
+/// `trust-proxy testnet`: the testnet crate on a two-thread runtime, stopped by SIGTERM
+/// or Ctrl-C.
+fn testnet_command(args: testnet::TestnetArgs) -> crate::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Service(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::signals::wait_for_signal(shutdown.clone()));
+        Ok(testnet::run(args, shutdown).await?)
+    })
 }
 
 fn init_logging(format: LogFormat, filter: &str) {

@@ -1,4 +1,5 @@
-//! The crate's one error type, and the one place that maps it to an exit code.
+//! The binary's one error type, and the one place that maps it to an exit code (the
+//! sidecar's own errors keep the code `sidecar::SidecarError::exit_code` gives them).
 //!
 //! Exit codes follow `sysexits.h`, so scripts can tell a refusal from a typo:
 //!
@@ -66,6 +67,12 @@ pub enum Error {
     /// The PKI refused an operation on valid input.
     #[error(transparent)]
     Core(#[from] trust_core::Error),
+    /// The sidecar could not start or serve.
+    #[error(transparent)]
+    Sidecar(#[from] sidecar::SidecarError),
+    /// The testnet could not start, or stopped early.
+    #[error(transparent)]
+    Testnet(#[from] testnet::TestnetError),
 }
 
 /// Shorthand for results in this crate.
@@ -86,6 +93,8 @@ impl Error {
             Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,
             Self::Store(trust_store::Error::Corrupt { .. }) => 65,
             Self::Store(_) | Self::Service(_) => 74,
+            Self::Sidecar(e) => e.exit_code(),
+            Self::Testnet(e) => e.exit_code(),
         })
     }
 

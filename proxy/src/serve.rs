@@ -7,6 +7,7 @@ use trust_core::UnixTime;
 use crate::cli::AuthorityArgs;
 use crate::error::{Error, Result};
 use crate::offline::name_policy;
+use crate::signals::wait_for_signal;
 
 /// `trust-proxy authority`.
 pub fn authority(args: AuthorityArgs) -> Result<()> {
@@ -144,22 +145,4 @@ fn authority_error(e: authority::Error) -> Error {
         authority::Error::Store(s) => Error::Store(s),
         other => Error::Service(other.to_string()),
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or Ctrl-C.
-pub(crate) async fn wait_for_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
-    }
-    shutdown.cancel();
 }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use authority::{Authority, AuthorityConfig, Secret};
 use rustls::pki_types::UnixTime;
 use serde_json::{Value, json};
+use sidecar::authority_client::AuthorityClient;
+use sidecar::crl_source::CrlSource;
 use tokio_util::sync::CancellationToken;
 use trust_core::{
     CacheSettings, CertificateRejection, CertificateVerifier, NodeKey, RootCertificate, TrustCache,
     VerifySettings,
 };
-use trust_proxy::authority_client::AuthorityClient;
-use trust_proxy::crl_source::CrlSource;
 
 const TOKEN: &str = "follow-test-token-0123456789abcdef";
 
@@ -160,7 +160,7 @@ async fn a_rolled_back_crl_from_the_authority_is_refused_and_the_newer_one_kept(
         CertificateVerifier::new(pki.ca.root().clone(), VerifySettings::default()),
         CacheSettings::default(),
     ));
-    let metrics = trust_proxy::metrics::Metrics::new();
+    let metrics = sidecar::metrics::Metrics::new();
     let follower = CrlSource::new(
         Arc::new(AuthorityClient::new(&url).unwrap()),
         Arc::clone(&cache),

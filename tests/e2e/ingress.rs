@@ -12,15 +12,15 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
 use serde_json::Value;
+use sidecar::ingress::{Ingress, IngressSettings};
+use sidecar::metrics::Metrics;
+use sidecar::policy::AllowAll;
 use tokio_util::sync::CancellationToken;
 use trust_core::testing::{TestNode, TestPki};
 use trust_core::{
     CacheSettings, CertificateVerifier, MessageSigner, NodeKey, RequestParts, TrustCache,
     VerifySettings,
 };
-use trust_proxy::ingress::{Ingress, IngressSettings};
-use trust_proxy::metrics::Metrics;
-use trust_proxy::policy::AllowAll;
 
 pub(crate) static PKI: LazyLock<TestPki> = LazyLock::new(TestPki::new);
 
@@ -134,7 +134,7 @@ pub(crate) async fn start_in_front_of(
     upstream: std::net::SocketAddr,
     app_hits: Arc<AtomicUsize>,
     stop: CancellationToken,
-    admission: Arc<dyn trust_proxy::policy::Admission>,
+    admission: Arc<dyn sidecar::policy::Admission>,
     customise: impl FnOnce(&mut IngressSettings),
     threads: Option<usize>,
 ) -> (Node, Option<tokio::task::JoinHandle<std::io::Result<()>>>) {
@@ -166,10 +166,10 @@ pub(crate) async fn start_in_front_of(
     let ingress = Arc::new(ingress);
     let task = match threads {
         None => {
-            tokio::spawn(trust_proxy::ingress::serve(listener, ingress, stop.clone()));
+            tokio::spawn(sidecar::ingress::serve(listener, ingress, stop.clone()));
             None
         }
-        Some(n) => Some(tokio::spawn(trust_proxy::ingress::serve_on_threads(
+        Some(n) => Some(tokio::spawn(sidecar::ingress::serve_on_threads(
             listener,
             ingress,
             stop.clone(),
@@ -479,7 +479,7 @@ async fn an_oversized_body_is_413_and_a_dead_app_is_502_and_the_next_request_sti
     )
     .unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(trust_proxy::ingress::serve(
+    tokio::spawn(sidecar::ingress::serve(
         listener,
         Arc::new(ingress),
         stop.clone(),

@@ -155,7 +155,7 @@ async fn rig(app: &str) -> Rig {
         Arc::new(policy_host::chain::NoObserver),
     )
     .unwrap();
-    let admission = Arc::new(trust_proxy::policy::WasmPolicy::new(Arc::new(host)));
+    let admission = Arc::new(sidecar::policy::WasmPolicy::new(Arc::new(host)));
     let (node, _) = start_in_front_of(
         upstream,
         Arc::new(AtomicUsize::new(0)),
@@ -670,7 +670,7 @@ async fn no_spelling_of_an_identity_header_from_outside_reaches_the_app() {
             "{app}: every spoofed name counted"
         );
         let owned =
-            |name: &str| trust_proxy::request_view::owned_by_sidecar(&name.to_ascii_lowercase());
+            |name: &str| sidecar::request_view::owned_by_sidecar(&name.to_ascii_lowercase());
         let headers: Vec<(String, String)> = match seen.get("head") {
             Some(head) => head
                 .as_str()

@@ -93,7 +93,7 @@ listen = "127.0.0.1:0"
         let file = dir.join("sidecar.toml");
         std::fs::write(&file, config).unwrap();
         let mut cmd = trust_proxy();
-        cmd.args(["--log", "info,trust_proxy=debug", "run", "--config"])
+        cmd.args(["--log", "info,sidecar=debug", "run", "--config"])
             .arg(&file)
             .env_remove("TRUST_PROXY_CONFIG")
             .envs(env.iter().copied());

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use trust_api::EnrollResponse;
 use trust_core::{MessageSigner, RequestParts, UnixTime};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, SidecarError as Error};
 
 /// Largest answer read from the authority (a CRL of 100k serials is ~4 MiB).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -51,11 +51,11 @@ impl AuthorityClient {
         let base = url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
-            .map_err(|e| Error::Usage(format!("config `authority.url`: {e}")))?;
+            .map_err(|e| Error::Config(format!("config `authority.url`: {e}")))?;
         let host = uri
             .authority()
             .map(|a| a.as_str().to_owned())
-            .ok_or_else(|| Error::Usage("config `authority.url`: no host".into()))?;
+            .ok_or_else(|| Error::Config("config `authority.url`: no host".into()))?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Ok(Self {
@@ -201,7 +201,7 @@ impl AuthorityClient {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::Usage(format!("config `authority.url`: {e}")))?;
+            .map_err(|e| Error::Config(format!("config `authority.url`: {e}")))?;
         let response = tokio::time::timeout(timeout, self.client.request(request))
             .await
             .map_err(|_| {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, SidecarError as Error};
 
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "TRUST_PROXY_";
@@ -157,7 +157,7 @@ fn route_prefixes(field: &str, prefixes: &[String]) -> Result<Vec<request_path::
         .iter()
         .map(|p| {
             request_path::RoutePrefix::new(p).map_err(|e| {
-                Error::Usage(format!(
+                Error::Config(format!(
                     "config `{field}`: `{p}` is not a route prefix ({e}); write an absolute path such as `/fl/`"
                 ))
             })
@@ -438,7 +438,7 @@ impl SidecarConfig {
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::no_input(path))?;
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::Usage(format!("{}: {}", path.display(), e.message()))
+            Error::Config(format!("{}: {}", path.display(), e.message()))
         })?;
         let applied = apply_env(&mut table, env)?;
         // serde_path_to_error names the field a bad value sits in (`ingress.listen`).
@@ -451,7 +451,7 @@ impl SidecarConfig {
                 };
                 let field = e.path().to_string();
                 let inner = e.into_inner();
-                Error::Usage(format!(
+                Error::Config(format!(
                     "{}: config `{field}`: {}{from_env}",
                     path.display(),
                     inner.message()
@@ -463,7 +463,7 @@ impl SidecarConfig {
 
     /// Checks what types alone cannot; the message names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, why: &str| Err(Error::Usage(format!("config `{field}`: {why}")));
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("config `{field}`: {why}")));
         if self.names.is_empty() {
             return bad(
                 "names",
@@ -587,7 +587,7 @@ impl SidecarConfig {
             &self.authority.bootstrap_token_file,
             &self.authority.bootstrap_token,
         ) {
-            (Some(_), Some(_)) => Err(Error::Usage(
+            (Some(_), Some(_)) => Err(Error::Config(
                 "config `authority.bootstrap_token`: give the token or a token file, not both"
                     .into(),
             )),
@@ -650,7 +650,7 @@ fn apply_env(
             {
                 toml::Value::Table(t) => t,
                 _ => {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::Config(format!(
                         "{name}: `{s}` in the config file is not a section"
                     )));
                 }
@@ -725,9 +725,9 @@ upstream = "127.0.0.1:5000"
 "#;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<SidecarConfig> {
-        let dir = tempfile::tempdir().map_err(|e| Error::Usage(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
         let path = dir.path().join("sidecar.toml");
-        std::fs::write(&path, text).map_err(|e| Error::Usage(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| Error::Config(e.to_string()))?;
         SidecarConfig::load(
             &path,
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),

@@ -154,7 +154,7 @@ impl Ingress {
             .allow_anonymous(!settings.anonymous_prefixes.is_empty());
         let mut tls = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| crate::Error::Usage(format!("TLS versions: {e}")))?
+            .map_err(|e| crate::SidecarError::Config(format!("TLS versions: {e}")))?
             .with_client_cert_verifier(Arc::new(verifier))
             .with_cert_resolver(server_cert);
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -1,4 +1,9 @@
+//! # testnet
+//!
 //! `trust-proxy testnet`: the whole network on this machine's loopback, from one command.
+//! The orchestrator only: the binary parses [`TestnetArgs`], owns the signals and calls
+//! [`run`]; each sidecar it starts reads a config written by serialising
+//! [`sidecar::config::SidecarConfig`].
 //!
 //! Starts, as child processes of this one:
 //! - the trust authority (plain HTTP on loopback, as in production) and its own sidecar,
@@ -31,10 +36,14 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::authority_client::AuthorityClient;
-use crate::cli::TestnetArgs;
-use crate::config::{EgressSection, IngressSection, PeerEntry, PolicySection, SidecarConfig};
-use crate::error::{Error, Result};
+use clap::Args;
+use sidecar::authority_client::AuthorityClient;
+use sidecar::config::{EgressSection, IngressSection, PeerEntry, PolicySection, SidecarConfig};
+
+use error::TestnetError as Error;
+pub use error::{Result, TestnetError};
+
+mod error;
 
 /// Node id of the aggregator's sidecar.
 pub const AGGREGATOR_ID: u32 = 1000;
@@ -43,22 +52,73 @@ pub const AUTHORITY_FRONT_ID: u32 = 1001;
 /// The largest `--nodes` (ids 1..=999 stay below the two service ids).
 pub const MAX_NODES: u32 = 999;
 
-/// Runs the testnet until a signal or a child's death.
-pub fn run(args: TestnetArgs) -> Result<()> {
+/// The long help of `trust-proxy testnet`.
+pub const HELP: &str = "\
+Needs Python 3 with Flask and requests (scripts/testnet.sh makes .venv with them) and the
+policy plugins (built by `cargo build`). Prints progress while the nodes enroll, then the
+addresses and curl commands to try; writes <dir>/testnet.json (every address) and
+<dir>/prometheus-targets.json (read by monitoring/prometheus.yml). Ctrl-C or SIGTERM stops
+every process it started. A second run reuses <dir> (same CA, same node identities);
+--fresh starts over (needed after revoking a node: a revoked identity cannot enroll again).
+
+Ports (default --base-port 7000): the authority's API 7000, its sidecar 7001 (the door to
+/trust/*), sidecar admin listeners (/metrics) 7003, 7013, 7023, ...; slot s uses
+base + 10*s + {0 app, 1 ingress, 2 egress, 3 admin}; slot 1 is the aggregator, slot k+1
+node k. --base-port 0 takes ephemeral ports (see testnet.json).
+
+Example:
+  trust-proxy testnet --nodes 5
+  trust-proxy testnet --nodes 100 --dir /tmp/tn --fresh";
+
+/// `trust-proxy testnet`'s flags.
+#[derive(Debug, Args)]
+pub struct TestnetArgs {
+    /// How many node agents (ids 1..=N) to run.
+    #[arg(long, default_value_t = 5)]
+    pub nodes: u32,
+    /// Folder for the CA, every node's state, configs and logs.
+    #[arg(long, default_value = "testnet")]
+    pub dir: PathBuf,
+    /// Delete <dir> first (only if it is a testnet folder).
+    #[arg(long)]
+    pub fresh: bool,
+    /// First port of the plan (see below); 0 for ephemeral ports.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// Python with Flask and requests. Default: .venv/bin/python3 if present, else python3.
+    #[arg(long, env = "TRUST_PROXY_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// Folder with the example apps (aggregator.py, node_agent.py).
+    #[arg(long, default_value = "deploy/apps")]
+    pub apps: PathBuf,
+    /// Folder with the policy sets (authority.toml, node.toml).
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Folder with the plugins' .wasm files.
+    #[arg(long, default_value = policy_host::BUILT_PLUGIN_DIR)]
+    pub plugin_dir: PathBuf,
+    /// How often each node agent checks for a new round.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub round_interval: Duration,
+    /// How long the aggregator waits for missing nodes before it closes a round without them.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub round_timeout: Duration,
+    /// How long to wait for a process to serve, and for every node to be verified.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// Log filter for the children (their logs go to <dir>/logs/).
+    #[arg(long, default_value = "info")]
+    pub child_log: String,
+}
+
+/// Runs the testnet until `shutdown` is cancelled or a child dies, then stops every
+/// process it started.
+pub async fn run(args: TestnetArgs, shutdown: CancellationToken) -> Result<()> {
     validate(&args)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Service(format!("cannot start the async runtime: {e}")))?
-        .block_on(async move {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(crate::serve::wait_for_signal(shutdown.clone()));
-            let mut net = Testnet::new(args);
-            let outcome = net.start_and_serve(&shutdown).await;
-            net.stop_all().await;
-            outcome
-        })
+    let mut net = Testnet::new(args);
+    let outcome = net.start_and_serve(&shutdown).await;
+    net.stop_all().await;
+    outcome
 }
 
 fn validate(args: &TestnetArgs) -> Result<()> {

@@ -38,7 +38,7 @@ use trust_core::{
 
 use crate::authority_client::AuthorityClient;
 use crate::config::SidecarConfig;
-use crate::error::{Error, Result};
+use crate::error::{Result, SidecarError as Error};
 
 /// The node key file.
 pub const KEY_FILE: &str = "node-key.pem";
@@ -229,7 +229,7 @@ impl CredentialStore {
             Some(c) => c,
             None => {
                 let token = config.bootstrap_token()?.ok_or_else(|| {
-                    Error::Usage(
+                    Error::Config(
                         "config `authority.bootstrap_token_file`: this node has no valid certificate and needs the bootstrap token to enroll"
                             .into(),
                     )
