@@ -14,6 +14,7 @@
 //! | [`service`] | [`Authority`]: enroll, revoke, verify, status, CRL publication; no HTTP |
 //! | [`registry`] | the node registry: an fsync'd append-only log replayed at start |
 //! | [`http`] | the API over hyper and the accept loop ([`run`]) |
+//! | [`published`] | what the service publishes, as plain data: the current CRL, node counts |
 //! | [`metrics`] | Prometheus metrics in an explicit registry |
 //! | [`error`] | [`Error`] and its mapping to HTTP status |
 //!
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod published;
 pub mod registry;
 pub mod service;
 

@@ -10,7 +10,7 @@ use prometheus::{
 };
 use trust_core::UnixTime;
 
-use crate::service::{NodeCounts, PublishedCrl};
+use crate::published::{NodeCounts, PublishedCrl};
 
 /// All metrics the authority exports.
 #[derive(Clone)]

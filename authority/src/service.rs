@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use trust_core::{
@@ -21,24 +21,8 @@ use trust_store::{CaDirectory, Revoked};
 use crate::config::AuthorityConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+pub use crate::published::{NodeCounts, PublishedCrl};
 use crate::registry::{NodeRecord, Registry};
-
-/// The CRL as currently published.
-#[derive(Debug, Clone)]
-pub struct PublishedCrl {
-    /// CRL number (also the ETag).
-    pub number: u64,
-    /// DER.
-    pub der: Vec<u8>,
-    /// PEM.
-    pub pem: String,
-    /// `thisUpdate`, unix seconds.
-    pub this_update: u64,
-    /// `nextUpdate`, unix seconds.
-    pub next_update: u64,
-    /// Serials listed.
-    pub size: usize,
-}
 
 pub use trust_api::{
     EnrollRequest, EnrollResponse, NodeSummary, RevokeResponse, StatusResponse, VerifyResponse,
@@ -59,19 +43,6 @@ pub struct RenewRequest<'a> {
 #[serde(deny_unknown_fields)]
 struct RenewBody {
     csr: String,
-}
-
-/// Nodes by status, for status and metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct NodeCounts {
-    /// Current certificate verifies.
-    pub verified: usize,
-    /// Current certificate revoked.
-    pub revoked: usize,
-    /// Current certificate expired.
-    pub expired: usize,
-    /// Anything else (should stay 0).
-    pub invalid: usize,
 }
 
 struct State {

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use clap::{Args, Subcommand, ValueEnum};
 use trust_core::signature::{self, SignatureWindow, verify_request};
 use trust_core::{
     CertificateVerifier, MessageSigner, NamePolicy, NodeKey, ReceivedHeaders, RequestParts,
@@ -17,10 +19,305 @@ use trust_core::{
 use trust_store::{CaDirectory, Revoked};
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
-use crate::cli::{
-    CaCommand, CertCommand, KeyCommand, MessageCommand, NamePolicyArgs, RequestArgs, UsageArg,
-};
 use crate::error::{Error, Result};
+
+/// Where the CA keeps its state.
+#[derive(Debug, Args)]
+pub struct StateDir {
+    /// The CA's state directory (key 0600, certificate, revocation log, CRL).
+    #[arg(long, default_value = "/etc/sovereign/certs", env = "TRUST_STATE_DIR")]
+    pub state_dir: PathBuf,
+}
+
+/// Who a certificate is for.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SubjectArg {
+    /// A node, by its numeric id (SPIFFE id spiffe://<domain>/node/<id>).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// An operator, by name (SPIFFE id spiffe://<domain>/admin/<name>, role admin).
+    #[arg(long)]
+    pub admin: Option<String>,
+}
+
+/// Names granted in certificates.
+#[derive(Debug, Args)]
+pub struct NamePolicyArgs {
+    /// DNS names the CA grants: exact names or `*.suffix`. Default: localhost, *.localhost.
+    #[arg(long = "allow-dns", value_name = "PATTERN")]
+    pub allow_dns: Vec<String>,
+    /// Address ranges the CA grants (CIDR). Default: 127.0.0.0/8, ::1/128.
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ip: Vec<String>,
+}
+
+/// `trust-proxy ca ...`
+#[derive(Debug, Subcommand)]
+#[allow(
+    missing_docs,
+    reason = "flattened argument groups carry their own docs"
+)]
+pub enum CaCommand {
+    /// Create a new root CA (RSA-4096, 10 years) in the state directory.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca init --state-dir ./certs --trust-domain sovereign.local"
+    )]
+    Init {
+        #[command(flatten)]
+        state: StateDir,
+        /// The SPIFFE trust domain of the network.
+        #[arg(long, default_value = "sovereign.local")]
+        trust_domain: String,
+        /// The root's common name.
+        #[arg(long, default_value = "Sovereign Trust Root CA")]
+        name: String,
+    },
+    /// Bring an existing root (certificate + PKCS#8 key) into a new state directory, for the
+    /// authority to use instead of creating one.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca import --state-dir ./authority --cert my-root.pem --key my-root-key.pem"
+    )]
+    Import {
+        #[command(flatten)]
+        state: StateDir,
+        /// The root certificate (PEM): CA:TRUE, keyCertSign + cRLSign, URI SAN spiffe://<domain>.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (unencrypted PKCS#8 PEM, RSA).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Issue a certificate (1 year) from a node's CSR.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca issue --state-dir ./certs --node-id 3 --csr node-3.csr --out node-3-cert.pem"
+    )]
+    Issue {
+        #[command(flatten)]
+        state: StateDir,
+        #[command(flatten)]
+        subject: SubjectArg,
+        /// The PEM certificate request the node made (`trust-proxy key csr`).
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write the PEM certificate (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        names: NamePolicyArgs,
+    },
+    /// Development shortcut: make a key here and issue its certificate (the key is written
+    /// 0600 beside the certificate). In production nodes make their own keys.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca issue-dev --state-dir ./certs --node-id 1 --out-dir ./node-1\n  writes ./node-1/node-1-key.pem (0600) and ./node-1/node-1-cert.pem"
+    )]
+    IssueDev {
+        #[command(flatten)]
+        state: StateDir,
+        #[command(flatten)]
+        subject: SubjectArg,
+        /// Folder for `<name>-key.pem` and `<name>-cert.pem`.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// DNS names to put in the certificate.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// IP addresses to put in the certificate.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        #[command(flatten)]
+        names: NamePolicyArgs,
+    },
+    /// Revoke a certificate and publish a new CRL at once.
+    #[command(
+        after_help = "Example:\n  trust-proxy ca revoke --state-dir ./certs --cert node-3-cert.pem"
+    )]
+    Revoke {
+        #[command(flatten)]
+        state: StateDir,
+        /// The certificate to revoke.
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        cert: Option<PathBuf>,
+        /// Or its serial, in hex (as `openssl x509 -serial` prints it).
+        #[arg(long)]
+        serial: Option<String>,
+        /// How long the new CRL is valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        validity: Duration,
+    },
+    /// Sign and publish a fresh CRL (new number) and print it.
+    #[command(after_help = "Example:\n  trust-proxy ca crl --state-dir ./certs --out crl.pem")]
+    Crl {
+        #[command(flatten)]
+        state: StateDir,
+        /// How long the CRL is valid.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        validity: Duration,
+        /// Also write it here (PEM, or DER with --der).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write DER instead of PEM.
+        #[arg(long, requires = "out")]
+        der: bool,
+    },
+}
+
+/// `trust-proxy key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate an RSA-2048 node key (PKCS#8 PEM, written 0600).
+    Generate {
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a certificate request for a key.
+    #[command(
+        after_help = "Example:\n  trust-proxy key csr --key node-key.pem --dns localhost --ip 127.0.0.1 --out node.csr"
+    )]
+    Csr {
+        /// The node's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Subject common name (the CA replaces it with node-<id>).
+        #[arg(long, default_value = "node")]
+        name: String,
+        /// DNS names to ask for.
+        #[arg(long)]
+        dns: Vec<String>,
+        /// IP addresses to ask for.
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+        /// Where to write the PEM CSR (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `trust-proxy cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Verify a certificate as a sidecar would: chain, validity, usage, key, CRL, identity.
+    /// Exit 0 and print the identity, or exit 1 and print why not.
+    #[command(
+        after_help = "Example:\n  trust-proxy cert verify --ca ca-cert.pem --crl crl.pem node-3-cert.pem"
+    )]
+    Verify {
+        /// The certificate (PEM).
+        cert: PathBuf,
+        /// The network's root certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The current CRL (PEM). Verification fails closed without one.
+        #[arg(long)]
+        crl: PathBuf,
+        /// Check it as a client (ingress) or server (egress) certificate.
+        #[arg(long, value_enum, default_value_t = UsageArg::Client)]
+        usage: UsageArg,
+        /// Verify at this unix time instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Show a certificate's subject, SANs, key, validity, serial and fingerprint.
+    Inspect {
+        /// The certificate (PEM).
+        cert: PathBuf,
+    },
+}
+
+/// Certificate use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsageArg {
+    /// clientAuth.
+    Client,
+    /// serverAuth.
+    Server,
+}
+
+/// The request being signed or verified.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// HTTP method.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// Full URL as the sender addresses it, e.g. http://node-2.localhost:8443/fl/update.
+    #[arg(long)]
+    pub url: String,
+    /// File holding the body (empty body if absent).
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+}
+
+/// `trust-proxy message ...`
+#[derive(Debug, Subcommand)]
+#[allow(
+    missing_docs,
+    reason = "flattened argument groups carry their own docs"
+)]
+pub enum MessageCommand {
+    /// Sign a request; prints the five X-* headers as `Name: value` lines.
+    #[command(
+        after_help = "Example:\n  trust-proxy message sign --key node-1-key.pem --cert node-1-cert.pem \\\n      --url http://node-2.localhost:8443/fl/update --body update.json"
+    )]
+    Sign {
+        /// The signer's private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The signer's certificate (gives its id and fingerprint).
+        #[arg(long)]
+        cert: PathBuf,
+        #[command(flatten)]
+        request: RequestArgs,
+        /// Sign at this unix time instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Verify a signed request received from the peer whose certificate is given.
+    #[command(
+        after_help = "Example:\n  trust-proxy message verify --ca ca-cert.pem --crl crl.pem --peer node-1-cert.pem \\\n      --headers headers.txt --url http://node-2.localhost:8443/fl/update --body update.json"
+    )]
+    Verify {
+        /// The TLS peer's certificate (PEM).
+        #[arg(long)]
+        peer: PathBuf,
+        /// The network's root certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The current CRL (PEM).
+        #[arg(long)]
+        crl: PathBuf,
+        /// File with the received headers as `Name: value` lines.
+        #[arg(long)]
+        headers: PathBuf,
+        #[command(flatten)]
+        request: RequestArgs,
+        /// Verify at this unix time instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+        /// Oldest accepted signature age.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        max_age: Duration,
+    },
+}
+
+impl SubjectArg {
+    /// The subject named on the command line.
+    pub fn subject(&self) -> crate::Result<trust_core::Subject> {
+        match (&self.node_id, &self.admin) {
+            (Some(id), None) => id
+                .parse()
+                .map(trust_core::Subject::Node)
+                .map_err(|e| Error::Usage(format!("--node-id: {e}"))),
+            (None, Some(name)) => name
+                .parse()
+                .map(trust_core::Subject::Admin)
+                .map_err(|e| Error::Usage(format!("--admin: {e}"))),
+            _ => Err(Error::Usage(
+                "give exactly one of --node-id or --admin".into(),
+            )),
+        }
+    }
+}
 
 /// `trust-proxy ca ...`
 pub fn ca(command: CaCommand) -> Result<()> {

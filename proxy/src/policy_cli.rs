@@ -1,17 +1,67 @@
 //! `trust-proxy policy check` and `trust-proxy policy test`: what a reload would do, and
 //! request fixtures with expected decisions, so policies get unit tests in CI.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use clap::{Args, Subcommand};
 use policy_host::chain::NoObserver;
 use policy_host::seen::SeenStore;
 use policy_host::{Decision, Peer, PolicyHost, Request, SignatureFacts};
 use serde::Deserialize;
 
-use crate::cli::{PolicyCommand, PolicySetArgs};
 use crate::error::{Error, Result};
 use request_path::canonical_path;
+
+/// `trust-proxy policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy set exactly as a reload would (read, compile, check the world, probe)
+    /// and list its plugins; exit 65 with the reason if it would be refused.
+    #[command(
+        after_help = "Example:\n  trust-proxy policy check --set policies/node.toml --plugin-dir target/plugins/wasm32-wasip2/release"
+    )]
+    Check(PolicySetArgs),
+    /// Run request fixtures through a policy set and compare the decisions; exit 1 on any
+    /// mismatch. Cases run in order against one seen-before store, so a replay case can
+    /// follow the request it replays.
+    #[command(after_help = POLICY_TEST_HELP)]
+    Test {
+        #[command(flatten)]
+        #[allow(missing_docs, reason = "flattened group documents itself")]
+        set: PolicySetArgs,
+        /// The fixtures (TOML, `[[case]]` entries).
+        #[arg(long)]
+        cases: PathBuf,
+    },
+}
+
+const POLICY_TEST_HELP: &str = "\
+Example:
+  trust-proxy policy test --set policies/authority.toml \\
+    --plugin-dir target/plugins/wasm32-wasip2/release --cases policies/tests/authority.toml
+
+A case:
+  [[case]]
+  name = \"a node cannot revoke, however the path is spelled\"
+  method = \"POST\"                  # default GET
+  path = \"/trust/%72evoke/3\"       # as sent; normalised as the ingress does
+  roles = [\"node\"]                 # the peer's roles; omit for an anonymous client
+  peer_id = \"3\"                    # default 1
+  signature = { node = \"3\", timestamp = \"now-10\", nonce = \"n1\" }   # optional
+  expect = \"deny\"                  # allow | deny
+  status = 403                     # optional, checked when given";
+
+/// A policy set and where its plugins are.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// The policy-set file.
+    #[arg(long)]
+    pub set: PathBuf,
+    /// The folder with the plugins' .wasm files.
+    #[arg(long, default_value = "target/plugins/wasm32-wasip2/release")]
+    pub plugin_dir: PathBuf,
+}
 
 /// Dispatch.
 pub fn run(command: PolicyCommand) -> Result<()> {

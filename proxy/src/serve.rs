@@ -1,13 +1,67 @@
 //! The long-running commands: a tokio runtime, a listener, and one shutdown signal
 //! (SIGTERM or Ctrl-C) that stops accepting and drains in-flight requests.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 use trust_core::UnixTime;
 
-use crate::cli::AuthorityArgs;
 use crate::error::{Error, Result};
-use crate::offline::name_policy;
+use crate::offline::{NamePolicyArgs, StateDir, name_policy};
 use crate::signals::wait_for_signal;
+
+/// `trust-proxy authority`
+#[derive(Debug, Args)]
+pub struct AuthorityArgs {
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "flattened group documents itself")]
+    pub state: StateDir,
+    /// Address to serve on. Loopback by default: the network reaches the authority through its own sidecar.
+    #[arg(long, default_value = "127.0.0.1:7000", env = "TRUST_AUTHORITY_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Also serve the enrollment routes only (enroll, renew, CRL, CA certificate, metrics,
+    /// health) on this address, for nodes on the network before they have a certificate.
+    /// Everything else stays on --listen, behind the authority's sidecar.
+    #[arg(long, env = "TRUST_AUTHORITY_ENROLL_LISTEN")]
+    pub enroll_listen: Option<std::net::SocketAddr>,
+    /// Trust domain of a root created at first start (an existing root keeps its own).
+    #[arg(long, default_value = "sovereign.local")]
+    pub trust_domain: String,
+    /// File holding the bootstrap token nodes present to enroll (at least 16 characters).
+    #[arg(
+        long,
+        env = "TRUST_BOOTSTRAP_TOKEN_FILE",
+        conflicts_with = "bootstrap_token"
+    )]
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// The bootstrap token itself (prefer the file: arguments are visible in `ps`).
+    #[arg(long, env = "TRUST_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// How long each published CRL is valid; it is re-published at half that.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub crl_validity: Duration,
+    /// Lifetime of issued node certificates; sidecars renew at two thirds of it.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub node_validity: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "flattened group documents itself")]
+    pub names: NamePolicyArgs,
+}
+
+/// `trust-proxy probe`
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (http only).
+    pub url: String,
+    /// How long one attempt may take.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Keep retrying (every 500 ms) until a 2xx answer or this much time has passed.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait: Option<Duration>,
+}
 
 /// `trust-proxy authority`.
 pub fn authority(args: AuthorityArgs) -> Result<()> {
@@ -93,7 +147,7 @@ pub fn authority(args: AuthorityArgs) -> Result<()> {
 }
 
 /// `trust-proxy probe`: one GET (or retries until `--wait` passes).
-pub fn probe(args: &crate::cli::ProbeArgs) -> Result<()> {
+pub fn probe(args: &ProbeArgs) -> Result<()> {
     use http_body_util::Empty;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
