@@ -1,6 +1,19 @@
 //! End-to-end tests: real processes (the `trust-proxy` binary, openssl, Python with the
 //! `cryptography` package), real files, loopback only. One binary; modules are named by the
 //! behaviour they check. `scripts/test.sh` creates the Python venv these tests use.
+//!
+//! - `support`: the harnesses and helpers every module imports (the modules never import
+//!   from each other).
+//! - Through real sidecars: `calls` (app-to-app calls and identity), `revocation` (cut-off,
+//!   resumption, following the CRL, an unreachable authority), `rotation_reload`
+//!   (rotation, replaced files, SIGHUP), `shutdown` (SIGTERM), `policy` (policy plugins and
+//!   `trust-proxy policy`).
+//! - The ingress in process: `ingress` (its inbound path), `bad_input` (TLS, HTTP/1,
+//!   HTTP/2 and signature refusals), `request_view` (what the app sees is what was checked).
+//! - The authority: `authority_crash` (nothing acknowledged is lost).
+//! - Whole networks: `testnet`, `monitoring` (Prometheus against a testnet), `soak`,
+//!   `compose` (Docker), `k8s` (the manifests).
+//! - The command line and interop: `cli_exit_codes`, `openssl_interop`, `python_interop`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -8,16 +21,18 @@ mod support;
 
 mod authority_crash;
 mod bad_input;
+mod calls;
 mod cli_exit_codes;
 mod compose;
-mod crl_follow;
 mod ingress;
 mod k8s;
 mod monitoring;
 mod openssl_interop;
-mod policy_cli;
+mod policy;
 mod python_interop;
 mod request_view;
-mod sidecar;
+mod revocation;
+mod rotation_reload;
+mod shutdown;
 mod soak;
 mod testnet;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::repo_root;
-use crate::testnet::Testnet;
+use crate::support::testnet::Testnet;
 
 /// A Prometheus server, killed and reaped when dropped.
 struct Prometheus {
@@ -274,12 +274,12 @@ async fn prometheus_scrapes_the_testnet_and_every_rule_and_panel_works_against_i
         .as_str()
         .unwrap()
         .to_owned();
-    let mut conn = crate::sidecar::mtls(&ingress, &ca, &key, &cert)
+    let mut conn = crate::support::mtls(&ingress, &ca, &key, &cert)
         .await
         .unwrap();
     // Signed for one body, another body sent.
     let forged = net.signed_headers(3, "/fl/update", br#"{"round":1}"#);
-    let status = crate::sidecar::post(&mut conn, "aggregator", "/fl/update", b"{}", &forged).await;
+    let status = crate::support::post(&mut conn, "aggregator", "/fl/update", b"{}", &forged).await;
     assert_eq!(status, Ok(401));
 
     prometheus

@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use trust_core::testing::TestNode;
 use trust_core::{MessageSigner, NodeKey, RequestParts, UnixTime};
 
-use crate::ingress::{Node, PKI, anonymous_client_config, client_config, start_in_front_of};
+use crate::support::ingress::{
+    Node, PKI, anonymous_client_config, client_config, start_in_front_of,
+};
 use crate::support::{Served, python, repo_root};
 
 /// The app behind the sidecar.
@@ -790,7 +792,7 @@ fn the_generator_makes_the_shapes_it_promises() {
 async fn over_http2_the_same_reading_holds() {
     let rig = rig("raw").await;
     let node = &rig.node;
-    let tls = crate::bad_input::connect_h2_tls(node, &PKI.node(24)).await;
+    let tls = crate::support::connect_h2_tls(node, &PKI.node(24)).await;
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::repo_root;
-use crate::testnet::{Testnet, metric};
+use crate::support::testnet::{Testnet, metric};
 
 /// Resident memory of `pid`, KiB (`None` once it is gone).
 fn rss_kib(pid: u64) -> Option<u64> {
