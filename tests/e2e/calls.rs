@@ -9,13 +9,13 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::net::{Net, Node};
+use crate::support::net::{How, Net, Node};
 use crate::support::{issue_dev, trust_proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flask_app_calls_another_through_both_sidecars_and_the_callee_sees_the_verified_caller() {
     let net = Net::start(&[]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     let answer = a
         .call(
             "POST",
@@ -24,7 +24,7 @@ async fn a_flask_app_calls_another_through_both_sidecars_and_the_callee_sees_the
             json!({"X-Verified-Node-Id": "99", "X-Verified-Roles": "admin"}),
         )
         .await;
-    assert_eq!(answer["status"], 200, "{answer}\n{}", b.sidecar.log_text());
+    assert_eq!(answer["status"], 200, "{answer}");
     let seen = &answer["body"];
     assert_eq!(seen["app"], "b");
     assert_eq!(seen["path"], "/fl/update?round=1");
@@ -151,11 +151,11 @@ async fn egress_refuses_a_peer_whose_certificate_names_another_node_than_the_url
     let sidecar_a = net.sidecar_with_env(2, "127.0.0.1:9", &[("node-9", &b_ingress, 9)], &env);
     let a = Node {
         app: Some(net.app("a", Some(sidecar_a.addr("egress")))),
-        sidecar: sidecar_a,
+        sidecar: sidecar_a.into(),
         dir: net.tmp.path().join("node-2"),
     };
     let b = Node {
-        sidecar: b,
+        sidecar: b.into(),
         app: Some(app_b),
         dir: net.tmp.path().join("node-1"),
     };

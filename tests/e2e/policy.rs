@@ -80,7 +80,7 @@ async fn admin_only_revoke_lets_an_admin_revoke_through_the_authoritys_sidecar_a
     let (code, body) = post("/TRUST/REVOKE/5", &node_key, &node_cert);
     assert_eq!(code, "404", "{body}");
     let front_node = Node {
-        sidecar: front,
+        sidecar: front.into(),
         app: None,
         dir: PathBuf::new(),
     };
@@ -114,7 +114,7 @@ async fn replay_window_refuses_the_same_signed_request_the_second_time() {
     let env = policy_env("node.toml");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let b = Node {
-        sidecar: net.sidecar_with_env(1, app_b.addr(""), &[], &env),
+        sidecar: net.sidecar_with_env(1, app_b.addr(""), &[], &env).into(),
         app: Some(app_b),
         dir: net.tmp.path().join("node-1"),
     };

@@ -18,13 +18,13 @@ use trust_core::{
     VerifySettings,
 };
 
-use crate::support::net::{Net, Node, eventually, s_client};
+use crate::support::net::{How, Net, Node, eventually, s_client};
 use crate::support::{mtls, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
     let net = Net::start(&[]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     let first = a
         .call("POST", "http://node-1/whoami", json!({}), json!({}))
         .await;
@@ -72,11 +72,10 @@ async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
     // A new sidecar for the same revoked node cannot get in either: B refuses the
     // handshake of a fresh connection (A's restart opens new ones).
     drop(a);
-    let sidecar_a = net.sidecar(
-        2,
-        "127.0.0.1:9",
-        &[("node-1", b.sidecar.addr("ingress"), 1)],
-    );
+    let peers = [("node-1", b.sidecar.addr("ingress"), 1)];
+    let sidecar_a = net
+        .node_sidecar(How::InProcess, 2, "127.0.0.1:9", &peers)
+        .await;
     let app_a = net.app("a2", Some(sidecar_a.addr("egress")));
     let a2 = Node {
         sidecar: sidecar_a,
@@ -101,7 +100,7 @@ async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
 async fn a_revoked_node_cannot_come_back_by_resuming_its_tls_session() {
     // Envoy's CVE-2022-21654: a revoked client kept access through session resumption.
     let net = Net::start(&[]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     let ingress = b.sidecar.addr("ingress").to_owned();
     let a_state = a.dir.join("state");
     let first_session = net.tmp.path().join("a.session");
@@ -331,7 +330,7 @@ async fn a_rolled_back_crl_from_the_authority_is_refused_and_the_newer_one_kept(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_authority_gone_sidecars_serve_on_the_last_crl_until_it_expires_then_refuse() {
     let mut net = Net::start(&["--crl-validity", "10s"]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     assert_eq!(
         a.call("POST", "http://node-1/whoami", json!({}), json!({}))
             .await["status"],
@@ -369,7 +368,7 @@ async fn with_the_authority_gone_sidecars_serve_on_the_last_crl_until_it_expires
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_with_the_authority_down_and_no_usable_saved_crl_a_sidecar_refuses_everyone() {
     let mut net = Net::start(&[]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::Process).await;
     let ok = a
         .call("POST", "http://node-1/whoami", json!({}), json!({}))
         .await;
@@ -388,8 +387,8 @@ async fn restarted_with_the_authority_down_and_no_usable_saved_crl_a_sidecar_ref
             let _ = std::fs::remove_file(&crl);
         }
         // B comes back with its certificate but no CRL it can trust, and no authority.
-        let b = Node {
-            sidecar: net.sidecar(1, app_b.addr(""), &[]),
+        let mut b = Node {
+            sidecar: net.sidecar(1, app_b.addr(""), &[]).into(),
             app: None,
             dir: dir.clone(),
         };
@@ -419,7 +418,7 @@ async fn restarted_with_the_authority_down_and_no_usable_saved_crl_a_sidecar_ref
         )
         .await;
         assert!(
-            b.sidecar.log_text().contains("CRL"),
+            b.sidecar.process().log_text().contains("CRL"),
             "{case}: the log says why"
         );
     }

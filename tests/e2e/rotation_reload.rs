@@ -9,13 +9,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::net::{
-    Net, Node, eventually, pem_body, replace_file, replacement_certificate, served_certificate,
+    How, Net, Node, eventually, pem_body, replace_file, replacement_certificate, served_certificate,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_before_expiry_without_failing_requests() {
     let net = Net::start(&["--node-validity", "15s"]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     let serial_before = std::fs::read_to_string(b.dir.join("state/node-cert.pem")).unwrap();
     let (a_ref, b_ref) = (&a, &b);
     let took = eventually(
@@ -67,7 +67,7 @@ async fn certificates_rotate_before_expiry_without_failing_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_file_replaced_by_the_operator_is_picked_up_and_served() {
     let net = Net::start(&[]);
-    let (a, b) = net.two_nodes();
+    let (a, b) = net.two_nodes(How::InProcess).await;
     let state = b.dir.join("state");
     let new_cert = replacement_certificate(&net, &state, 1);
     replace_file(
@@ -100,24 +100,26 @@ async fn sighup_reloads_on_demand_and_a_broken_certificate_file_is_kept_out_and_
     let set_value = format!("\"{}\"", set.display());
     let plugin_dir = format!("\"{}\"", policy_host::BUILT_PLUGIN_DIR);
     // The periodic check is an hour away: only SIGHUP looks at the files in this test.
-    let b = Node {
-        sidecar: net.sidecar_with_env(
-            1,
-            app_b.addr(""),
-            &[],
-            &[
-                ("TRUST_PROXY_ROTATION_CHECK_EVERY", "1h"),
-                ("TRUST_PROXY_POLICY_SET", &set_value),
-                ("TRUST_PROXY_POLICY_PLUGIN_DIR", &plugin_dir),
-            ],
-        ),
+    let mut b = Node {
+        sidecar: net
+            .sidecar_with_env(
+                1,
+                app_b.addr(""),
+                &[],
+                &[
+                    ("TRUST_PROXY_ROTATION_CHECK_EVERY", "1h"),
+                    ("TRUST_PROXY_POLICY_SET", &set_value),
+                    ("TRUST_PROXY_POLICY_PLUGIN_DIR", &plugin_dir),
+                ],
+            )
+            .into(),
         app: Some(app_b),
         dir: net.tmp.path().join("node-1"),
     };
     let state = b.dir.join("state");
     let ingress = b.sidecar.addr("ingress").to_owned();
+    let pid = b.sidecar.process().child.id().to_string();
     let hup = || {
-        let pid = b.sidecar.child.id().to_string();
         assert!(
             Command::new("kill")
                 .args(["-HUP", &pid])
@@ -147,6 +149,7 @@ async fn sighup_reloads_on_demand_and_a_broken_certificate_file_is_kept_out_and_
     assert_eq!(code, 200, "{ready}");
     assert!(
         b.sidecar
+            .process()
             .log_text()
             .contains("the replaced node certificate is unusable"),
         "the log says why"

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::net::{Net, eventually, sigterm};
+use crate::support::net::{How, Net, eventually, sigterm};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
     let net = Net::start(&[]);
-    let (a, mut b) = net.two_nodes();
+    let (a, mut b) = net.two_nodes(How::Process).await;
     let slow = {
         let app = a.app.as_ref().unwrap().addr("").to_owned();
         tokio::spawn(async move {
@@ -28,7 +28,7 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
     // The slow request has reached B.
     b.wait_metric("tpm_connections_active", 1.0, Duration::from_secs(10))
         .await;
-    sigterm(b.sidecar.child.id());
+    sigterm(b.sidecar.process().child.id());
     let ingress = b.sidecar.addr("ingress").to_owned();
     let ingress_ref = &ingress;
     eventually(
@@ -43,7 +43,8 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
         answer["status"], 200,
         "the in-flight request completed: {answer}"
     );
-    let status = b.sidecar.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{}", b.sidecar.log_text());
+    let served = b.sidecar.process();
+    let status = served.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", served.log_text());
     b.app.take();
 }

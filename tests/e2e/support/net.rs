@@ -29,8 +29,8 @@ pub struct Net {
 
 /// A node: its sidecar, its app (if any) and its folder.
 pub struct Node {
-    /// The `trust-proxy run` process.
-    pub sidecar: Served,
+    /// Its sidecar, as a process or in-process.
+    pub sidecar: Sidecar,
     /// The node's Flask app.
     pub app: Option<Served>,
     /// `<net>/node-<id>`.
@@ -139,16 +139,14 @@ impl Net {
         Served::spawn(cmd, self.tmp.path().join(format!("app-{name}.log")), &[""])
     }
 
-    /// Node B (id 1, app "b") and node A (id 2, app "a", calling B as `node-1`).
-    pub fn two_nodes(&self) -> (Node, Node) {
+    /// Node B (id 1, app "b") and node A (id 2, app "a", calling B as `node-1`), their
+    /// sidecars run as `how` says.
+    pub async fn two_nodes(&self, how: How) -> (Node, Node) {
         let app_b = self.app("b", None);
-        let sidecar_b = self.sidecar(1, app_b.addr(""), &[]);
+        let sidecar_b = self.node_sidecar(how, 1, app_b.addr(""), &[]).await;
         // A's ingress is not used here: its upstream is a closed port.
-        let sidecar_a = self.sidecar(
-            2,
-            "127.0.0.1:9",
-            &[("node-1", sidecar_b.addr("ingress"), 1)],
-        );
+        let peers = [("node-1", sidecar_b.addr("ingress"), 1)];
+        let sidecar_a = self.node_sidecar(how, 2, "127.0.0.1:9", &peers).await;
         let app_a = self.app("a", Some(sidecar_a.addr("egress")));
         let dir = |id: u32| self.tmp.path().join(format!("node-{id}"));
         (
@@ -163,6 +161,64 @@ impl Net {
                 dir: dir(1),
             },
         )
+    }
+
+    /// Node `id`'s sidecar, run as `how` says.
+    pub async fn node_sidecar(
+        &self,
+        how: How,
+        id: u32,
+        upstream: &str,
+        peers: &[(&str, &str, u32)],
+    ) -> Sidecar {
+        match how {
+            How::Process => Sidecar::Process(self.sidecar(id, upstream, peers)),
+            How::InProcess => Sidecar::InProcess(self.in_process(id, upstream, peers).await),
+        }
+    }
+}
+
+/// How a test runs a sidecar: as `trust-proxy run` where the process boundary is under
+/// test (signals, exit codes, restarts from disk, its log), else in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// `trust-proxy run`.
+    Process,
+    /// `sidecar::run` inside the test.
+    InProcess,
+}
+
+/// A running sidecar.
+pub enum Sidecar {
+    /// `trust-proxy run`.
+    Process(Served),
+    /// `sidecar::run` inside the test.
+    InProcess(InProcess),
+}
+
+impl Sidecar {
+    /// The address of `what`: `ingress`, `egress` or `admin`.
+    pub fn addr(&self, what: &str) -> &str {
+        match self {
+            Self::Process(served) => served.addr(what),
+            Self::InProcess(running) => running.addr(what),
+        }
+    }
+
+    /// The process, for a test about it.
+    pub fn process(&mut self) -> &mut Served {
+        match self {
+            Self::Process(served) => served,
+            Self::InProcess(_) => {
+                panic!("this sidecar runs in-process; start it with How::Process")
+            }
+        }
+    }
+}
+
+impl From<Served> for Sidecar {
+    fn from(served: Served) -> Self {
+        Self::Process(served)
     }
 }
 
