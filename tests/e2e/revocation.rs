@@ -19,7 +19,7 @@ use trust_core::{
 };
 
 use crate::support::net::{How, Net, Node, eventually, s_client};
-use crate::support::{mtls, post};
+use crate::support::{AuthorityApi, mtls, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
@@ -30,13 +30,15 @@ async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
         .await;
     assert_eq!(first["status"], 200, "{first}");
 
-    let revoked = reqwest::Client::new()
-        .post(format!("{}/trust/revoke/2", net.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
+    let revoked = net.api().revoke(2).await;
+    assert!(revoked.revoked && !revoked.already, "{revoked:?}");
     let revoked_at = Instant::now();
+    let status = net.api().status().await;
+    assert_eq!(
+        (status.verified_nodes, status.revoked_certificates),
+        (1, 1),
+        "the authority counts node 2 revoked and node 1 verified: {status:?}"
+    );
     // The same app, the same keep-alive connection through A's egress to B.
     let a_ref = &a;
     let took = eventually(
@@ -120,12 +122,8 @@ async fn a_revoked_node_cannot_come_back_by_resuming_its_tls_session() {
     assert!(again.contains("HTTP/1.1 200"), "{again}");
 
     let crl_before = b.metric("tpm_crl_number").await;
-    let revoked = reqwest::Client::new()
-        .post(format!("{}/trust/revoke/2", net.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
+    let revoked = net.api().revoke(2).await;
+    assert!(revoked.revoked && !revoked.already, "{revoked:?}");
     b.wait_metric("tpm_crl_number", crl_before + 1.0, Duration::from_secs(10))
         .await;
     let resumed = s_client(
@@ -206,15 +204,8 @@ async fn a_revocation_at_the_authority_reaches_the_sidecar_cache_through_the_lon
     let identity = cache.verify(&cert, UnixTime::now()).unwrap();
 
     let sent = Instant::now();
-    let revoked: Value = http
-        .post(format!("{url}/trust/revoke/1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(revoked["revoked"], true);
+    let revoked = AuthorityApi::new(&url).revoke(1).await;
+    assert!(revoked.revoked, "{revoked:?}");
     installed.wait_for(|n| *n > first).await.unwrap();
     eprintln!(
         "revocation reached the sidecar cache {:?} after the revoke was sent",

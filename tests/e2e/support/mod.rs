@@ -4,8 +4,10 @@
 //!   find the repository and the venv; long-running children ([`AuthorityProcess`],
 //!   [`Served`]) killed when dropped.
 //! - [`pki`]: a CA made with the real CLI in a temp folder ([`CliCa`]).
-//! - [`net`]: the process harness: a real authority ([`net::Net`]) and real
-//!   `trust-proxy run` sidecars in front of real Flask apps ([`net::Node`]), and the helpers
+//! - [`authority`]: a typed client of the authority's `/trust/*` API ([`AuthorityApi`]).
+//! - [`net`]: a network: a real authority ([`net::Net`]) and sidecars, as `trust-proxy run`
+//!   processes or in-process through `sidecar::run` ([`net::How`]), in front of real Flask
+//!   apps ([`net::Node`]), and the helpers
 //!   its tests share (certificates issued with the CLI, mTLS requests by hand, `openssl
 //!   s_client`, certificate files replaced as an operator does, signals, policy sets).
 //! - [`ingress`]: the in-process harness: the sidecar's ingress in front of an echo app,
@@ -19,6 +21,7 @@
 //! harness is imported from its module (`use crate::support::net::{Net, Node}`), as the
 //! process harness and the in-process one each have a `Node`.
 
+pub mod authority;
 pub mod ingress;
 pub mod net;
 pub mod pki;
@@ -26,6 +29,7 @@ pub mod process;
 pub mod testnet;
 pub mod wire;
 
+pub use authority::AuthorityApi;
 pub use net::{issue_dev, mtls, post};
 pub use pki::CliCa;
 pub use process::{AuthorityProcess, Served, ok, python, repo_root, run, text, trust_proxy};

@@ -52,6 +52,11 @@ impl Net {
         }
     }
 
+    /// A typed client of this network's authority.
+    pub fn api(&self) -> super::AuthorityApi {
+        super::AuthorityApi::new(&self.url)
+    }
+
     /// The config of node `id`'s sidecar in front of `upstream`, with `peers` (name,
     /// address, id) reachable through its egress: built with the `sidecar` crate's own
     /// types, as the testnet builds its configs, so a field the sidecar does not know
