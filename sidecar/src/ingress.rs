@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use request_path::{RoutePrefix, canonical_path};
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
@@ -310,35 +310,23 @@ async fn serve_placed(
             },
             Next::Accepted(permit, stream, peer) => match &placement {
                 None => (permit, stream, peer, None),
-                Some(placement) => {
-                    let (thread, counted) = placement.claim();
-                    if thread == placement.me() {
-                        (permit, stream, peer, Some(counted))
-                    } else {
-                        match hand_over(placement, thread, permit, stream, peer, counted) {
-                            Ok(()) => continue,
-                            Err(back) => (back.permit, back.stream, back.peer, Some(back.counted)),
-                        }
-                    }
-                }
+                Some(placement) => match place(placement, permit, stream, peer) {
+                    Some((permit, stream, peer, counted)) => (permit, stream, peer, Some(counted)),
+                    None => continue,
+                },
             },
         };
         let _ = stream.set_nodelay(true);
-        let ingress = Arc::clone(&ingress);
+        let held = (permit, counted);
         let watcher = graceful.watcher();
-        let on_thread = on_thread.clone();
-        tokio::spawn(async move {
-            let _held = (permit, counted);
-            ingress.metrics.connections.inc();
-            if let Some(g) = &on_thread {
-                g.inc();
-            }
-            serve_connection(&ingress, stream, peer, watcher).await;
-            if let Some(g) = &on_thread {
-                g.dec();
-            }
-            ingress.metrics.connections.dec();
-        });
+        tokio::spawn(serve_counted(
+            Arc::clone(&ingress),
+            stream,
+            peer,
+            watcher,
+            on_thread.clone(),
+            held,
+        ));
     }
     drop(listener);
     // Threads still accepting now serve their connections themselves.
@@ -349,6 +337,53 @@ async fn serve_placed(
             tracing::warn!(grace = ?ingress.settings.drain, "ingress drain timed out; closing the remaining connections");
         }
     }
+}
+
+/// A connection this thread accepted, placed on the thread serving the fewest: handed over
+/// (`None`) or kept, with its place in this thread's count (handed back when the other
+/// thread's inbox is gone).
+fn place(
+    placement: &Placement,
+    permit: OwnedSemaphorePermit,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(
+    OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    SocketAddr,
+    Counted,
+)> {
+    let (thread, counted) = placement.claim();
+    if thread == placement.me() {
+        return Some((permit, stream, peer, counted));
+    }
+    match hand_over(placement, thread, permit, stream, peer, counted) {
+        Ok(()) => None,
+        Err(back) => Some((back.permit, back.stream, back.peer, back.counted)),
+    }
+}
+
+/// Serves one connection, counted in the open-connection gauges (the sidecar's and this
+/// thread's) while it lasts; `held` (its slot under the limit and its place in the
+/// thread's count) is released when it ends.
+async fn serve_counted(
+    ingress: Arc<Ingress>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    on_thread: Option<prometheus::IntGauge>,
+    held: (OwnedSemaphorePermit, Option<Counted>),
+) {
+    let _held = held;
+    ingress.metrics.connections.inc();
+    if let Some(g) = &on_thread {
+        g.inc();
+    }
+    serve_connection(&ingress, stream, peer, watcher).await;
+    if let Some(g) = &on_thread {
+        g.dec();
+    }
+    ingress.metrics.connections.dec();
 }
 
 /// The next connection another thread handed over; `None` once none can come. Without
@@ -422,12 +457,17 @@ struct Returned {
     counted: Counted,
 }
 
-async fn serve_connection(
-    ingress: &Arc<Ingress>,
+/// The TLS handshake under its deadline, then the peer's certificate verified again
+/// through the trust cache (a resumed session skips the verifier). `None` if refused, the
+/// refusal counted and logged; else the stream and the peer, if it presented a certificate.
+async fn handshake(
+    ingress: &Ingress,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<Arc<ConnectionPeer>>,
+)> {
     let handshake = tokio::time::timeout(
         ingress.settings.handshake_timeout,
         ingress.acceptor.accept(stream),
@@ -454,7 +494,7 @@ async fn serve_connection(
                 .with_label_values(&[reason])
                 .inc();
             tracing::info!(%peer, error = %e, "TLS handshake refused");
-            return;
+            return None;
         }
         Err(_) => {
             ingress
@@ -463,7 +503,7 @@ async fn serve_connection(
                 .with_label_values(&["timeout"])
                 .inc();
             tracing::info!(%peer, "TLS handshake timed out");
-            return;
+            return None;
         }
     };
     // A resumed session skips the verifier: verify the restored certificate here.
@@ -477,12 +517,26 @@ async fn serve_connection(
                     .with_label_values(&["certificate"])
                     .inc();
                 tracing::info!(%peer, reason = %e, "peer refused after handshake");
-                return;
+                return None;
             }
         },
         None => None,
     };
-    let verified = identity.map(|identity| Arc::new(ConnectionPeer::new(identity)));
+    Some((
+        tls,
+        identity.map(|identity| Arc::new(ConnectionPeer::new(identity))),
+    ))
+}
+
+async fn serve_connection(
+    ingress: &Arc<Ingress>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+) {
+    let Some((tls, verified)) = handshake(ingress, stream, peer).await else {
+        return;
+    };
     let service = {
         let ingress = Arc::clone(ingress);
         service_fn(move |req| {

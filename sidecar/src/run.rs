@@ -222,27 +222,10 @@ impl Sidecar {
                 tracing::error!(error = %e, "the ingress stopped");
             }
         });
-        match (&config.egress, listeners.egress) {
-            (Some(section), Some(listener)) => {
-                let egress = Arc::new(Egress::new(
-                    Arc::clone(&credentials),
-                    Arc::clone(&cache),
-                    egress_settings(section, &config),
-                    metrics.clone(),
-                ));
-                tasks.spawn(crate::egress::serve(listener, egress, shutdown.clone()));
-            }
-            (None, None) => {}
-            (Some(_), None) => {
-                return Err(Error::Config(
-                    "config `egress` is set but no egress listener was given".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::Config(
-                    "an egress listener was given but the config has no `egress` section".into(),
-                ));
-            }
+        if let Some((listener, egress)) =
+            egress(&config, listeners.egress, &credentials, &cache, &metrics)?
+        {
+            tasks.spawn(crate::egress::serve(listener, egress, shutdown.clone()));
         }
         let admin = Arc::new(Admin {
             credentials: Arc::clone(&credentials),
@@ -257,37 +240,96 @@ impl Sidecar {
         ));
         tracing::info!(ingress = %addresses.ingress, admin = %addresses.admin, "sidecar serving");
 
+        let upkeep = Upkeep {
+            config: &config,
+            authority: &authority,
+            credentials: &credentials,
+            metrics: &metrics,
+            policy_hosts: &policies.hosts,
+        };
+        upkeep.until(&shutdown, &reload).await;
+        while tasks.join_next().await.is_some() {}
+        admin_stop.cancel();
+        tracing::info!("sidecar stopped");
+        Ok(())
+    }
+}
+
+/// What keeps a serving sidecar current: the periodic certificate check (reload a
+/// replaced file, renew when due) and the reloads asked for.
+struct Upkeep<'a> {
+    config: &'a SidecarConfig,
+    authority: &'a AuthorityClient,
+    credentials: &'a CredentialStore,
+    metrics: &'a Metrics,
+    policy_hosts: &'a [Arc<PolicyHost>],
+}
+
+impl Upkeep<'_> {
+    /// Checks every `rotation.check_every`, and at once on a reload request, until
+    /// `shutdown`.
+    async fn until(&self, shutdown: &CancellationToken, reload: &Reload) {
         loop {
             let asked = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(config.rotation.check_every) => false,
+                _ = tokio::time::sleep(self.config.rotation.check_every) => false,
                 _ = reload.0.notified() => true,
             };
             if asked {
                 tracing::info!("reload asked: reloading the node certificate and the policy sets");
-                for host in &policies.hosts {
+                for host in self.policy_hosts {
                     // A set that does not load is logged and counted by the host; the one
                     // in force keeps serving.
                     let _ = host.reload();
                 }
             }
-            match credentials
-                .tick(&authority, config.rotation.renew_at, &config.names)
-                .await
-            {
+            let renew_at = self.config.rotation.renew_at;
+            let tick = self
+                .credentials
+                .tick(self.authority, renew_at, &self.config.names);
+            match tick.await {
                 Ok(Tick::NotDue) => {}
-                Ok(Tick::Renewed) => metrics.rotations.with_label_values(&["renewed"]).inc(),
-                Ok(Tick::Reloaded) => metrics.rotations.with_label_values(&["reloaded"]).inc(),
+                Ok(Tick::Renewed) => self.metrics.rotations.with_label_values(&["renewed"]).inc(),
+                Ok(Tick::Reloaded) => self
+                    .metrics
+                    .rotations
+                    .with_label_values(&["reloaded"])
+                    .inc(),
                 Err(e) => {
-                    metrics.rotations.with_label_values(&["failed"]).inc();
+                    self.metrics.rotations.with_label_values(&["failed"]).inc();
                     tracing::warn!(error = %e, "certificate renewal failed; retrying at the next check");
                 }
             }
         }
-        while tasks.join_next().await.is_some() {}
-        admin_stop.cancel();
-        tracing::info!("sidecar stopped");
-        Ok(())
+    }
+}
+
+/// The egress, when the config has one, on its listener; a listener without the section
+/// or the section without a listener is a config error.
+fn egress(
+    config: &SidecarConfig,
+    listener: Option<TcpListener>,
+    credentials: &Arc<CredentialStore>,
+    cache: &Arc<TrustCache>,
+    metrics: &Metrics,
+) -> Result<Option<(TcpListener, Arc<Egress>)>> {
+    match (&config.egress, listener) {
+        (Some(section), Some(listener)) => {
+            let egress = Egress::new(
+                Arc::clone(credentials),
+                Arc::clone(cache),
+                egress_settings(section, config),
+                metrics.clone(),
+            );
+            Ok(Some((listener, Arc::new(egress))))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::Config(
+            "config `egress` is set but no egress listener was given".into(),
+        )),
+        (None, Some(_)) => Err(Error::Config(
+            "an egress listener was given but the config has no `egress` section".into(),
+        )),
     }
 }
 
