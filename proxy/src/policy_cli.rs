@@ -11,6 +11,7 @@ use policy_host::{Decision, Peer, PolicyHost, Request, SignatureFacts};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::out::out;
 use request_path::canonical_path;
 
 /// `trust-proxy policy ...`
@@ -68,9 +69,9 @@ pub fn run(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Check(args) => {
             let host = load(&args)?;
-            println!("{}: loads; plugins in order:", args.set.display());
+            out!("{}: loads; plugins in order:", args.set.display());
             for p in host.plugins() {
-                println!("  {p}");
+                out!("  {p}");
             }
             Ok(())
         }
@@ -156,7 +157,7 @@ fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(cases_path).map_err(Error::no_input(cases_path))?;
     let cases: Cases = toml::from_str(&text).map_err(|e| Error::BadInput {
         path: cases_path.to_owned(),
-        detail: e.message().to_owned(),
+        detail: e.to_string().trim_end().to_owned(),
     })?;
     if cases.case.is_empty() {
         return Err(Error::BadInput {
@@ -232,7 +233,7 @@ fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
                 }
             };
         let ok = allowed == want_allow && case.status.is_none_or(|s| s == status);
-        println!(
+        out!(
             "{} {} ({} {}): {detail}",
             if ok { "PASS" } else { "FAIL" },
             case.name,
@@ -249,7 +250,7 @@ fn test(args: &PolicySetArgs, cases_path: &Path) -> Result<()> {
             cases.case.len()
         )));
     }
-    println!("all {} cases passed", cases.case.len());
+    out!("all {} cases passed", cases.case.len());
     Ok(())
 }
 

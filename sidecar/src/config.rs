@@ -437,8 +437,9 @@ impl SidecarConfig {
     /// `std::env::vars()`), and validates.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(Error::no_input(path))?;
+        // toml's own Display names the line and column and shows the line with a caret.
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::Config(format!("{}: {}", path.display(), e.message()))
+            Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end()))
         })?;
         let applied = apply_env(&mut table, env)?;
         // serde_path_to_error names the field a bad value sits in (`ingress.listen`).
@@ -767,6 +768,28 @@ upstream = "127.0.0.1:5000"
         assert_eq!(c.node_id, Some(7));
         assert_eq!(c.ingress.signed_prefixes, ["/fl/"]);
         assert_eq!(c.limits.upstream_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_its_line_and_column() {
+        // The last line of the file holds a string that never ends: toml points at the
+        // end of that line, where the closing quote should be.
+        let text = format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:9100\n",
+            MINIMAL.trim_end()
+        );
+        let line = text.lines().count();
+        let m = message(load(&text, &[]));
+        let end = "listen = \"127.0.0.1:9100".chars().count() + 1;
+        assert!(m.contains("sidecar.toml: "), "{m}");
+        assert!(m.contains(&format!("line {line}, column {end}")), "{m}");
+        assert!(
+            m.contains("listen = \"127.0.0.1:9100"),
+            "the line is shown: {m}"
+        );
+        // A column counts characters, not bytes.
+        let m = message(load("names = [\"é\", ]]\n", &[]));
+        assert!(m.contains("line 1, column 16"), "{m}");
     }
 
     #[test]

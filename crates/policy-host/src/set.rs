@@ -99,7 +99,9 @@ impl PolicySet {
             path: path.to_owned(),
             detail,
         };
-        let file: File = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
+        // toml's Display names the line and column and shows the line with a caret.
+        let file: File =
+            toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_owned()))?;
         let mut plugins = Vec::new();
         for (i, raw) in file.plugin.into_iter().enumerate() {
             let field = |f: &str| format!("plugin[{i}].{f}");
@@ -239,6 +241,13 @@ shadow = true
                 "plugin[0].settings",
             ),
             ("[[plugin]\n", "set.toml"),
+            // A syntax error names its line and column.
+            (
+                "[[plugin]]\nname = \"a\"\nfail = open\n",
+                "line 3, column 8",
+            ),
+            // So does a bad value, where toml knows its place.
+            ("[[plugin]]\nname = \"a\"\ntimeout_ms = \"x\"\n", "line 3"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
