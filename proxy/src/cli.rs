@@ -101,7 +101,14 @@ pub fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("trust-proxy: {e}");
+            match cli.log_format {
+                LogFormat::Text => eprintln!("trust-proxy: {e}"),
+                // Under JSON every line on stderr is JSON, the fatal one included, so a
+                // log pipeline never has to special-case the last line.
+                LogFormat::Json => {
+                    tracing::error!(error = %e, exit_code = e.code(), "trust-proxy stopped");
+                }
+            }
             e.exit_code()
         }
     }

@@ -81,7 +81,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
+        ExitCode::from(self.code())
+    }
+
+    /// The exit code's number (`sysexits.h`), as logged.
+    pub fn code(&self) -> u8 {
+        match self {
             Self::Refused(_) => 1,
             Self::Usage(_) => 64,
             Self::BadInput { .. } | Self::Core(_) => 65,
@@ -95,7 +100,7 @@ impl Error {
             Self::Store(_) | Self::Service(_) => 74,
             Self::Sidecar(e) => e.exit_code(),
             Self::Testnet(e) => e.exit_code(),
-        })
+        }
     }
 
     /// Wraps a read failure of `path`.

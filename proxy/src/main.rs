@@ -12,6 +12,7 @@
 //! | [`serve`] | `trust-proxy authority` and `trust-proxy probe` |
 //! | [`offline`] | the offline PKI commands: CA, keys, CSRs, certificates, message signatures |
 //! | [`policy_cli`] | `trust-proxy policy check` and `policy test` |
+//! | [`out`] | stdout for the one-shot commands: a reader that went away (`| head`) ends us quietly |
 //! | [`signals`] | SIGTERM/Ctrl-C to a cancellation token, SIGHUP to a sidecar reload |
 //! | [`error`] | [`Error`](error::Error) and its mapping to exit codes, in one place |
 
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 mod cli;
 mod error;
 mod offline;
+mod out;
 mod policy_cli;
 mod run;
 mod serve;

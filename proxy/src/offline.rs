@@ -20,6 +20,7 @@ use trust_store::{CaDirectory, Revoked};
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 use crate::error::{Error, Result};
+use crate::out::out;
 
 /// Where the CA keeps its state.
 #[derive(Debug, Args)]
@@ -333,11 +334,11 @@ pub fn ca(command: CaCommand) -> Result<()> {
             eprintln!("generating the RSA-4096 root key (about a second)...");
             let mut dir = CaDirectory::init(&state.state_dir, &domain, &name, UnixTime::now())?;
             dir.publish_crl(UnixTime::now(), Duration::from_secs(24 * 3600))?;
-            println!("root CA created in {}", state.state_dir.display());
-            println!("  certificate: {}", dir.cert_path().display());
-            println!("  CRL:         {}", dir.crl_path().display());
-            println!("  fingerprint: {}", dir.ca().root().fingerprint());
-            println!("  trust domain: {domain}");
+            out!("root CA created in {}", state.state_dir.display());
+            out!("  certificate: {}", dir.cert_path().display());
+            out!("  CRL:         {}", dir.crl_path().display());
+            out!("  fingerprint: {}", dir.ca().root().fingerprint());
+            out!("  trust domain: {domain}");
             Ok(())
         }
         CaCommand::Import { state, cert, key } => {
@@ -347,7 +348,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
                 .map_err(Error::bad_input(&cert))?;
             let mut dir = CaDirectory::import(&state.state_dir, ca)?;
             dir.publish_crl(UnixTime::now(), Duration::from_secs(24 * 3600))?;
-            println!(
+            out!(
                 "root imported into {} (fingerprint {})",
                 state.state_dir.display(),
                 dir.ca().root().fingerprint()
@@ -368,7 +369,7 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let request = VerifiedCsr::from_pem(&text, &policy).map_err(Error::bad_input(&csr))?;
             let issued = dir.ca().issue(&request, &subject, UnixTime::now())?;
             write_new(&out, issued.pem.as_bytes(), 0o644)?;
-            println!(
+            out!(
                 "issued {} serial {} -> {}",
                 subject.spiffe_id(dir.ca().root().trust_domain()),
                 issued.serial,
@@ -401,9 +402,9 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let cert_path = out_dir.join(format!("{stem}-cert.pem"));
             write_new(&key_path, key.to_pkcs8_pem().as_bytes(), 0o600)?;
             write_new(&cert_path, issued.pem.as_bytes(), 0o644)?;
-            println!("key:         {} (0600)", key_path.display());
-            println!("certificate: {}", cert_path.display());
-            println!("serial:      {}", issued.serial);
+            out!("key:         {} (0600)", key_path.display());
+            out!("certificate: {}", cert_path.display());
+            out!("serial:      {}", issued.serial);
             Ok(())
         }
         CaCommand::Revoke {
@@ -439,12 +440,12 @@ pub fn ca(command: CaCommand) -> Result<()> {
             let outcome = dir.revoke(&serial, subject, UnixTime::now())?;
             let crl = dir.publish_crl(UnixTime::now(), validity)?;
             match outcome {
-                Revoked::Now => println!(
+                Revoked::Now => out!(
                     "revoked serial {serial}; CRL number {} published to {}",
                     crl.number,
                     dir.crl_path().display()
                 ),
-                Revoked::Already => println!(
+                Revoked::Already => out!(
                     "serial {serial} was already revoked; CRL number {} republished",
                     crl.number
                 ),
@@ -481,7 +482,7 @@ pub fn key(command: KeyCommand) -> Result<()> {
         KeyCommand::Generate { out } => {
             let key = NodeKey::generate()?;
             write_new(&out, key.to_pkcs8_pem().as_bytes(), 0o600)?;
-            println!("RSA-2048 key written to {} (0600)", out.display());
+            out!("RSA-2048 key written to {} (0600)", out.display());
             Ok(())
         }
         KeyCommand::Csr {
@@ -496,7 +497,7 @@ pub fn key(command: KeyCommand) -> Result<()> {
                 .certificate_request(&name, &dns, &ip)
                 .map_err(|e| Error::Usage(format!("--dns: {e}")))?;
             write_new(&out, csr.as_bytes(), 0o644)?;
-            println!("certificate request written to {}", out.display());
+            out!("certificate request written to {}", out.display());
             Ok(())
         }
     }
@@ -526,7 +527,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
             let identity = CertificateVerifier::new(root, settings)
                 .verify(&der, Some(&crl), time)
                 .map_err(|e| Error::Refused(e.to_string()))?;
-            println!(
+            out!(
                 "ok: {} (roles: {}), serial {}, fingerprint {}, expires {}",
                 identity.spiffe_id,
                 identity
@@ -547,32 +548,32 @@ pub fn cert(command: CertCommand) -> Result<()> {
                 path: cert.clone(),
                 detail: e.to_string(),
             })?;
-            println!("subject:     {}", c.subject());
-            println!("issuer:      {}", c.issuer());
-            println!(
+            out!("subject:     {}", c.subject());
+            out!("issuer:      {}", c.issuer());
+            out!(
                 "serial:      {}",
                 Serial::from_bytes(c.tbs_certificate.raw_serial())
             );
-            println!("not before:  {}", c.validity().not_before);
-            println!("not after:   {}", c.validity().not_after);
+            out!("not before:  {}", c.validity().not_before);
+            out!("not after:   {}", c.validity().not_after);
             let bits = c.public_key().parsed().map(|k| k.key_size()).unwrap_or(0);
-            println!(
+            out!(
                 "key:         {} bits ({})",
                 bits,
                 c.public_key().algorithm.algorithm.to_id_string()
             );
-            println!("CA:          {}", c.is_ca());
+            out!("CA:          {}", c.is_ca());
             if let Ok(Some(san)) = c.subject_alternative_name() {
                 for name in &san.value.general_names {
                     match name {
-                        GeneralName::DNSName(d) => println!("SAN DNS:     {d}"),
-                        GeneralName::IPAddress(b) => println!("SAN IP:      {}", format_ip(b)),
-                        GeneralName::URI(u) => println!("SAN URI:     {u}"),
-                        other => println!("SAN other:   {other:?}"),
+                        GeneralName::DNSName(d) => out!("SAN DNS:     {d}"),
+                        GeneralName::IPAddress(b) => out!("SAN IP:      {}", format_ip(b)),
+                        GeneralName::URI(u) => out!("SAN URI:     {u}"),
+                        other => out!("SAN other:   {other:?}"),
                     }
                 }
             }
-            println!("fingerprint: {}", trust_core::Fingerprint::of_der(&der));
+            out!("fingerprint: {}", trust_core::Fingerprint::of_der(&der));
             Ok(())
         }
     }
@@ -599,7 +600,7 @@ pub fn message(command: MessageCommand) -> Result<()> {
                 .sign(&parts, time)
                 .map_err(|e| Error::Usage(format!("--method/--url: {e}")))?;
             for (name, value) in headers.pairs() {
-                println!("{}: {value}", display_name(name));
+                out!("{}: {value}", display_name(name));
             }
             Ok(())
         }
@@ -648,9 +649,11 @@ pub fn message(command: MessageCommand) -> Result<()> {
                 time,
             )
             .map_err(|r| Error::Refused(format!("{} ({r})", r.label())))?;
-            println!(
+            out!(
                 "ok: signed by node {} at {} with nonce {}",
-                facts.node, facts.timestamp, facts.nonce
+                facts.node,
+                facts.timestamp,
+                facts.nonce
             );
             Ok(())
         }

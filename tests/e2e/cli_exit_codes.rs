@@ -132,3 +132,64 @@ fn probe_exits_0_on_2xx_1_on_another_answer_69_when_nothing_answers_and_64_on_ht
     );
     assert_eq!(code("https://127.0.0.1:1/healthz", &[]), Some(64));
 }
+
+#[test]
+fn under_json_logs_the_fatal_line_is_json_too_and_names_the_line_of_a_toml_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("sidecar.toml");
+    std::fs::write(&broken, "state_dir = \"/tmp/x\"\nnames = [\"a\",\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (config, code, needle) in [
+        (&missing, 66, "missing.toml"),
+        (&broken, 64, "line 2, column 14"),
+    ] {
+        let out = run(trust_proxy()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .env_remove("TRUST_PROXY_CONFIG"));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let fatal = lines.last().expect("a fatal line");
+        assert_eq!(fatal["level"], "ERROR", "{fatal}");
+        assert_eq!(fatal["fields"]["exit_code"], code, "{fatal}");
+        let error = fatal["fields"]["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{error}");
+    }
+    // In text mode the fatal line stays one plain line, prefixed with the program's name.
+    let out = run(trust_proxy()
+        .args(["run", "--config"])
+        .arg(&missing)
+        .env_remove("TRUST_PROXY_CONFIG"));
+    assert!(
+        text(&out).contains("trust-proxy: cannot read"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_a_command_quietly_not_with_a_panic() {
+    // `trust-proxy cert inspect cert.pem | head -0`, made deterministic: the pipe's
+    // reading end is closed before the command writes a byte.
+    let ca = CliCa::init();
+    let (_key, cert) = ca.node(7);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = trust_proxy()
+        .args(["cert", "inspect"])
+        .arg(&cert)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // With a reader, the same command prints the certificate.
+    let shown = ok(trust_proxy().args(["cert", "inspect"]).arg(&cert));
+    assert!(shown.contains("node"), "{shown}");
+}
