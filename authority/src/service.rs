@@ -351,10 +351,19 @@ impl Authority {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let signed = state.dir.publish_crl(now, self.config.crl_validity)?;
-        // Installed under the lock: two revocations at once must install their CRLs in
-        // number order, or the later install of the older one is refused as a rollback.
-        self.install(signed, now)?;
+        // A repeated revocation changes nothing: it publishes nothing either, unless the CRL
+        // in force does not list every serial yet (a crash between recording a revocation
+        // and publishing its CRL), in which case this call finishes that publication.
+        let listed = self
+            .cache
+            .crl()
+            .is_some_and(|crl| serials.iter().all(|s| crl.is_revoked(s)));
+        if outcome == Revoked::Now || !listed {
+            let signed = state.dir.publish_crl(now, self.config.crl_validity)?;
+            // Installed under the lock: two revocations at once must install their CRLs in
+            // number order, or the later install of the older one is refused as a rollback.
+            self.install(signed, now)?;
+        }
         drop(state);
         if outcome == Revoked::Now {
             self.metrics.count_revocation();

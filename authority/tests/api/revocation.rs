@@ -94,10 +94,17 @@ async fn revoking_updates_counts_the_crl_and_verify() {
     assert!(text.contains(&serial), "serial {serial} not in:\n{text}");
     assert!(!text.contains(&nodes[0]["serial"].as_str().unwrap().to_uppercase()));
 
-    // Again: idempotent, and no new revocation counted.
+    // Again: idempotent, no new revocation counted, and no new CRL published (a new
+    // number would wake every sidecar's long poll for nothing).
+    let etag_after = crl(&s, None, 0).await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let (code, again) = s.post("/trust/revoke/2", None).await;
     assert_eq!((code, again["already"].as_bool()), (200, Some(true)));
     assert_eq!(s.status().await["revoked_certificates"], 1);
+    assert_eq!(again["crl_number"], revoked["crl_number"], "{again}");
+    assert_eq!(crl(&s, Some(&etag_after), 0).await.status(), 304);
     s.stop().await;
 }
 
