@@ -254,7 +254,9 @@ async fn route(
                 blocking(app, |a| {
                     Ok(json(
                         StatusCode::OK,
-                        &serde_json::json!({"nodes": a.nodes(UnixTime::now())}),
+                        &trust_api::NodesResponse {
+                            nodes: a.nodes(UnixTime::now()),
+                        },
                     ))
                 })
                 .await,
@@ -356,41 +358,95 @@ async fn blocking(
 }
 
 async fn renew(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response<Body>> {
-    let mut headers = Vec::with_capacity(5);
-    for name in trust_core::signature::header::ALL {
-        let mut values = req.headers().get_all(name).iter();
-        let value = values
-            .next()
-            .map(|v| v.to_str().map(str::to_owned))
-            .transpose()
-            .map_err(|_| Error::BadRequest(format!("header {name} is not ASCII")))?;
-        if values.next().is_some() {
-            return Err(Error::BadRequest(format!("header {name} appears twice")));
-        }
-        headers.push(value);
-    }
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::BadRequest("a Host header is required".into()))?;
+    let signed = Signed::of(&req)?;
     let body = read_body(app, req).await?;
     blocking(app, move |a| {
-        let request = crate::service::RenewRequest {
-            headers: trust_core::ReceivedHeaders {
-                from_node: headers[0].as_deref(),
-                timestamp: headers[1].as_deref(),
-                nonce: headers[2].as_deref(),
-                node_auth: headers[3].as_deref(),
-                signature: headers[4].as_deref(),
-            },
-            host: &host,
-            body: &body,
-        };
+        let request = signed.request(&body);
         Ok(json(StatusCode::OK, &a.renew(&request, UnixTime::now())?))
     })
     .await
+}
+
+/// What a node's signature covers, owned so it can move to the blocking pool.
+struct Signed {
+    headers: Vec<Option<String>>,
+    host: String,
+    path: String,
+}
+
+impl Signed {
+    /// The signature headers (each at most once, ASCII), `Host`, and the path and query.
+    fn of(req: &Request<Incoming>) -> Result<Self> {
+        let mut headers = Vec::with_capacity(5);
+        for name in trust_core::signature::header::ALL {
+            let mut values = req.headers().get_all(name).iter();
+            let value = values
+                .next()
+                .map(|v| v.to_str().map(str::to_owned))
+                .transpose()
+                .map_err(|_| Error::BadRequest(format!("header {name} is not ASCII")))?;
+            if values.next().is_some() {
+                return Err(Error::BadRequest(format!("header {name} appears twice")));
+            }
+            headers.push(value);
+        }
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::BadRequest("a Host header is required".into()))?;
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+        Ok(Self {
+            headers,
+            host,
+            path,
+        })
+    }
+
+    /// Whether the request carries a signature at all (an anonymous CRL poll does not).
+    fn present(&self) -> bool {
+        self.headers.iter().any(Option::is_some)
+    }
+
+    fn request<'a>(&'a self, body: &'a [u8]) -> crate::service::SignedRequest<'a> {
+        let header = |i: usize| self.headers.get(i).and_then(|h| h.as_deref());
+        crate::service::SignedRequest {
+            headers: trust_core::ReceivedHeaders {
+                from_node: header(0),
+                timestamp: header(1),
+                nonce: header(2),
+                node_auth: header(3),
+                signature: header(4),
+            },
+            host: &self.host,
+            path: &self.path,
+            body,
+        }
+    }
+}
+
+/// A signed CRL poll says the node is running and what it is; a poll whose signature
+/// or declaration is refused still gets the CRL (it is public), but counts for nothing.
+async fn announce(app: &Arc<Authority>, req: &Request<Incoming>) {
+    let signed = match Signed::of(req) {
+        Ok(s) if s.present() => s,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "CRL poll with unusable signature headers");
+            return;
+        }
+    };
+    let a = Arc::clone(app);
+    let announced =
+        tokio::task::spawn_blocking(move || a.announce(&signed.request(&[]), UnixTime::now()))
+            .await;
+    if let Ok(Err(e)) = announced {
+        tracing::debug!(error = %e, "CRL poll announcement refused");
+    }
 }
 
 /// Time a client gets to send a request body after its head: a body trickled byte by byte
@@ -438,6 +494,7 @@ async fn enroll(app: &Arc<Authority>, req: Request<Incoming>) -> Result<Response
 /// CRL number. With `If-None-Match` equal to the current ETag and `?wait=S`, waits up to S
 /// seconds (bounded by the configured maximum) for the next CRL, else answers 304.
 async fn crl(app: &Arc<Authority>, req: &Request<Incoming>) -> Result<Response<Body>> {
+    announce(app, req).await;
     let wait = req
         .uri()
         .query()

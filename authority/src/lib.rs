@@ -15,6 +15,7 @@
 //! | [`registry`] | the node registry: an fsync'd append-only log replayed at start |
 //! | [`http`] | the API over hyper and the accept loop ([`run`]) |
 //! | [`published`] | what the service publishes, as plain data: the current CRL, node counts |
+//! | [`presence`] | which nodes are running and what they declare (role, host): soft state |
 //! | [`metrics`] | Prometheus metrics in an explicit registry |
 //! | [`error`] | [`Error`] and its mapping to HTTP status |
 //!
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod presence;
 pub mod published;
 pub mod registry;
 pub mod service;

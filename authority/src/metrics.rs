@@ -10,7 +10,7 @@ use prometheus::{
 };
 use trust_core::UnixTime;
 
-use crate::published::{NodeCounts, PublishedCrl};
+use crate::published::{Census, PublishedCrl};
 
 /// All metrics the authority exports.
 #[derive(Clone)]
@@ -24,6 +24,7 @@ pub struct Metrics {
     crl_next_update: IntGauge,
     nodes: IntGaugeVec,
     verified_nodes: IntGauge,
+    live_nodes: IntGaugeVec,
     expiry: GaugeVec,
     age_days: GaugeVec,
     verification: Histogram,
@@ -78,6 +79,13 @@ impl Metrics {
             "sovereignmap_verified_nodes_count",
             "Nodes whose current certificate verifies now",
         ));
+        let live_nodes = must(IntGaugeVec::new(
+            Opts::new(
+                "tpm_live_nodes",
+                "Verified nodes heard from within the live window, by the role each declares",
+            ),
+            &["role"],
+        ));
         let expiry = must(GaugeVec::new(
             Opts::new(
                 "tpm_certificate_expiry_seconds",
@@ -118,6 +126,7 @@ impl Metrics {
             Box::new(crl_next_update.clone()),
             Box::new(nodes.clone()),
             Box::new(verified_nodes.clone()),
+            Box::new(live_nodes.clone()),
             Box::new(expiry.clone()),
             Box::new(age_days.clone()),
             Box::new(verification.clone()),
@@ -139,6 +148,7 @@ impl Metrics {
             crl_next_update,
             nodes,
             verified_nodes,
+            live_nodes,
             expiry,
             age_days,
             verification,
@@ -176,7 +186,15 @@ impl Metrics {
             .set(i64::try_from(crl.next_update).unwrap_or(i64::MAX));
     }
 
-    pub(crate) fn observe_nodes(&self, counts: &NodeCounts) {
+    pub(crate) fn observe_nodes(&self, census: &Census) {
+        let counts = &census.counts;
+        // Roles come and go with the nodes declaring them: no stale series.
+        self.live_nodes.reset();
+        for (role, n) in &census.by_role {
+            self.live_nodes
+                .with_label_values(&[role.as_str()])
+                .set(i64::try_from(n.live).unwrap_or(i64::MAX));
+        }
         for (status, n) in [
             ("verified", counts.verified),
             ("revoked", counts.revoked),

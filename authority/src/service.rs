@@ -4,8 +4,8 @@
 //! blocking pool. One lock serialises changes to the CA folder and the registry; an answer
 //! is given only after what it acknowledges is on disk.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -21,21 +21,27 @@ use trust_store::{CaDirectory, Revoked};
 use crate::config::AuthorityConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-pub use crate::published::{NodeCounts, PublishedCrl};
+use crate::presence::{LIVE_MARGIN, Labels, Presence, Seen, is_live};
+pub use crate::published::{Census, NodeCounts, PublishedCrl};
 use crate::registry::{NodeRecord, Registry};
 
 pub use trust_api::{
-    EnrollRequest, EnrollResponse, NodeSummary, RevokeResponse, StatusResponse, VerifyResponse,
+    EnrollRequest, EnrollResponse, NodeSummary, RevokeResponse, RoleCounts, StatusResponse,
+    UNKNOWN_ROLE, VerifyResponse,
 };
 
-/// `POST /trust/renew`: the raw body (it is signed) and what the signature covers.
+/// A request a node signed with its current key: `POST /trust/renew` (the body is JSON
+/// `{csr}`) or a CRL poll (`GET /trust/crl?...`, empty body, its query declaring the
+/// node's role and host).
 #[derive(Debug)]
-pub struct RenewRequest<'a> {
+pub struct SignedRequest<'a> {
     /// The signature headers as received.
     pub headers: trust_core::ReceivedHeaders<'a>,
     /// The `Host` the node addressed.
     pub host: &'a str,
-    /// The body bytes, JSON `{csr}`.
+    /// The path and query as received (what the signature covers).
+    pub path: &'a str,
+    /// The body bytes.
     pub body: &'a [u8],
 }
 
@@ -48,8 +54,8 @@ struct RenewBody {
 struct State {
     dir: CaDirectory,
     registry: Registry,
-    /// When each node was last heard from (soft state, not persisted).
-    last_seen: HashMap<u32, u64>,
+    /// When each node was last heard from and what it declared (soft state).
+    presence: Presence,
 }
 
 /// The trust authority.
@@ -97,7 +103,7 @@ impl Authority {
                 state: Mutex::new(State {
                     dir,
                     registry,
-                    last_seen: HashMap::new(),
+                    presence: Presence::default(),
                 }),
                 cache,
                 crl,
@@ -199,7 +205,7 @@ impl Authority {
                 }
                 if record.not_after > now.as_secs() + 3600 {
                     let answer = self.answer(record, true);
-                    state.last_seen.insert(existing, now.as_secs());
+                    state.presence.heard(existing, now.as_secs());
                     return Ok(answer);
                 }
                 existing
@@ -246,7 +252,7 @@ impl Authority {
             not_after: issued.not_after.as_secs(),
         };
         state.registry.append(record.clone())?;
-        state.last_seen.insert(record.node_id, now.as_secs());
+        state.presence.heard(record.node_id, now.as_secs());
         Ok(record)
     }
 
@@ -270,37 +276,8 @@ impl Authority {
     /// header scheme) with the node's current, valid key: that proves it is the node, the
     /// CSR proves possession of the new key. The previous certificate stays valid until it
     /// expires, so connections using it are not dropped during rotation.
-    pub fn renew(&self, request: &RenewRequest<'_>, now: UnixTime) -> Result<EnrollResponse> {
-        let from = request.headers.from_node.ok_or(Error::Unauthorized)?;
-        let id: NodeId = from.parse()?;
-        let current = self
-            .lock()
-            .registry
-            .node(id.get())
-            .map(|r| r.certificate.clone())
-            .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
-        let der = pem::parse(&current)
-            .map_err(|e| Error::Internal(format!("stored certificate of node {id}: {e}")))?
-            .into_contents();
-        let peer = self.cache.verify(&der, now).map_err(|e| {
-            Error::Forbidden(format!(
-                "node {id}'s current certificate does not verify: {e}"
-            ))
-        })?;
-        let parts =
-            trust_core::RequestParts::new("POST", request.host, "/trust/renew", request.body);
-        trust_core::signature::verify_request(
-            &request.headers,
-            &parts,
-            &peer,
-            &[request.host.to_owned()],
-            trust_core::SignatureWindow::default(),
-            now,
-        )
-        .map_err(|r| {
-            tracing::info!(node_id = %id, reason = r.label(), "renewal signature refused");
-            Error::Unauthorized
-        })?;
+    pub fn renew(&self, request: &SignedRequest<'_>, now: UnixTime) -> Result<EnrollResponse> {
+        let id = self.signer_of("POST", request, now)?;
         let body: RenewBody = serde_json::from_slice(request.body)
             .map_err(|e| Error::BadRequest(format!("body must be JSON {{csr}}: {e}")))?;
         let csr = VerifiedCsr::from_pem(&body.csr, &self.config.names)?;
@@ -318,6 +295,66 @@ impl Authority {
         self.metrics.count_enrollment("renewed");
         tracing::info!(node_id = %id, serial = %record.serial, "renewed");
         Ok(self.answer(&record, false))
+    }
+
+    /// The node that signed `request` (`method` and its path), checked against the
+    /// node's current certificate, which must verify now (a revoked or expired node signs
+    /// nothing).
+    fn signer_of(
+        &self,
+        method: &str,
+        request: &SignedRequest<'_>,
+        now: UnixTime,
+    ) -> Result<NodeId> {
+        let from = request.headers.from_node.ok_or(Error::Unauthorized)?;
+        let id: NodeId = from.parse()?;
+        let current = self
+            .lock()
+            .registry
+            .node(id.get())
+            .map(|r| r.certificate.clone())
+            .ok_or_else(|| Error::NotFound(format!("no node {id}")))?;
+        let der = pem::parse(&current)
+            .map_err(|e| Error::Internal(format!("stored certificate of node {id}: {e}")))?
+            .into_contents();
+        let peer = self.cache.verify(&der, now).map_err(|e| {
+            Error::Forbidden(format!(
+                "node {id}'s current certificate does not verify: {e}"
+            ))
+        })?;
+        let parts = trust_core::RequestParts::new(method, request.host, request.path, request.body);
+        trust_core::signature::verify_request(
+            &request.headers,
+            &parts,
+            &peer,
+            &[request.host.to_owned()],
+            trust_core::SignatureWindow::default(),
+            now,
+        )
+        .map_err(|r| {
+            tracing::info!(node_id = %id, path = request.path, reason = r.label(), "node signature refused");
+            Error::Unauthorized
+        })?;
+        Ok(id)
+    }
+
+    /// A signed CRL poll (`GET /trust/crl?...&role=...&host=...`): the node is running,
+    /// and says what it is. Returns the node; nothing is recorded when the signature,
+    /// the node's certificate or a declared value is refused.
+    pub fn announce(&self, request: &SignedRequest<'_>, now: UnixTime) -> Result<NodeId> {
+        let id = self.signer_of("GET", request, now)?;
+        let query = request.path.split_once('?').map_or("", |(_, q)| q);
+        let labels = Labels::from_query(query)?;
+        self.lock()
+            .presence
+            .announced(id.get(), now.as_secs(), labels);
+        Ok(id)
+    }
+
+    /// How recent "heard from" must be for a node to count live: the longest long-poll
+    /// hold plus [`LIVE_MARGIN`].
+    pub fn live_window(&self) -> Duration {
+        self.config.max_long_poll + LIVE_MARGIN
     }
 
     /// Revokes a node's current certificate and publishes a new CRL before answering.
@@ -445,26 +482,48 @@ impl Authority {
             .ok_or_else(|| Error::NotFound(format!("no certificate for node {id}")))
     }
 
-    /// Counts nodes by status (verifying each current certificate, cached).
-    pub fn node_counts(&self, now: UnixTime) -> (usize, NodeCounts) {
-        let certificates: Vec<(u32, String, u64, u64)> = self
-            .lock()
-            .registry
-            .nodes()
-            .map(|r| (r.node_id, r.certificate.clone(), r.issued_at, r.not_after))
-            .collect();
-        let mut counts = NodeCounts::default();
-        for (id, pem_text, issued_at, not_after) in &certificates {
-            match self.check(pem_text, now) {
-                Ok(()) => counts.verified += 1,
-                Err(CertificateRejection::Revoked { .. }) => counts.revoked += 1,
-                Err(CertificateRejection::Expired { .. }) => counts.expired += 1,
-                Err(_) => counts.invalid += 1,
+    /// Counts nodes by status (verifying each current certificate, cached), live, and by
+    /// declared role.
+    pub fn census(&self, now: UnixTime) -> Census {
+        let window = self.live_window();
+        let rows: Vec<(NodeRecord, Option<Seen>)> = {
+            let state = self.lock();
+            state
+                .registry
+                .nodes()
+                .map(|r| (r.clone(), state.presence.get(r.node_id).cloned()))
+                .collect()
+        };
+        let mut census = Census {
+            total: rows.len(),
+            ..Census::default()
+        };
+        for (record, seen) in &rows {
+            let verified = self.check(&record.certificate, now);
+            let live = verified.is_ok() && is_live(seen.as_ref(), now.as_secs(), window);
+            match verified {
+                Ok(()) => census.counts.verified += 1,
+                Err(CertificateRejection::Revoked { .. }) => census.counts.revoked += 1,
+                Err(CertificateRejection::Expired { .. }) => census.counts.expired += 1,
+                Err(_) => census.counts.invalid += 1,
             }
-            self.metrics
-                .observe_node_certificate(*id, *issued_at, *not_after, now);
+            census.live += usize::from(live);
+            let role = seen
+                .as_ref()
+                .and_then(|s| s.labels.role.clone())
+                .unwrap_or_else(|| UNKNOWN_ROLE.to_owned());
+            let by_role = census.by_role.entry(role).or_default();
+            by_role.total += 1;
+            by_role.verified += usize::from(verified.is_ok());
+            by_role.live += usize::from(live);
+            self.metrics.observe_node_certificate(
+                record.node_id,
+                record.issued_at,
+                record.not_after,
+                now,
+            );
         }
-        (certificates.len(), counts)
+        census
     }
 
     /// Notes that `node_id` was heard from (its sidecar forwards `X-Verified-Node-Id`).
@@ -472,14 +531,16 @@ impl Authority {
         if let Ok(id) = node_id.parse::<NodeId>() {
             let mut state = self.lock();
             if state.registry.node(id.get()).is_some() {
-                state.last_seen.insert(id.get(), now.as_secs());
+                state.presence.heard(id.get(), now.as_secs());
             }
         }
     }
 
-    /// The `/trust/nodes` answer: every node, its current certificate and status.
+    /// The `/trust/nodes` answer: every node, its current certificate and status, its
+    /// names, and what it declared when last heard from.
     pub fn nodes(&self, now: UnixTime) -> Vec<NodeSummary> {
-        let rows: Vec<(NodeRecord, Option<u64>, Option<u64>)> = {
+        let window = self.live_window();
+        let rows: Vec<(NodeRecord, Option<u64>, Option<Seen>)> = {
             let state = self.lock();
             state
                 .registry
@@ -488,24 +549,37 @@ impl Authority {
                     (
                         r.clone(),
                         state.registry.enrolled_at(r.node_id),
-                        state.last_seen.get(&r.node_id).copied(),
+                        state.presence.get(r.node_id).cloned(),
                     )
                 })
                 .collect()
         };
         let mut out: Vec<NodeSummary> = rows
             .into_iter()
-            .map(|(r, enrolled_at, last_seen)| NodeSummary {
-                status: match self.check(&r.certificate, now) {
-                    Ok(()) => "verified".to_owned(),
-                    Err(reason) => reason.label().to_owned(),
-                },
-                node_id: r.node_id.to_string(),
-                serial: r.serial,
-                enrolled_at: enrolled_at.unwrap_or(r.issued_at),
-                issued_at: r.issued_at,
-                not_after: r.not_after,
-                last_seen,
+            .map(|(r, enrolled_at, seen)| {
+                let verified = self.check(&r.certificate, now);
+                NodeSummary {
+                    live: verified.is_ok() && is_live(seen.as_ref(), now.as_secs(), window),
+                    status: match verified {
+                        Ok(()) => "verified".to_owned(),
+                        Err(reason) => reason.label().to_owned(),
+                    },
+                    names: pem::parse(&r.certificate)
+                        .map(|p| {
+                            let names = trust_core::certificate_names(p.contents());
+                            let ips = names.ips.iter().map(ToString::to_string);
+                            names.dns.into_iter().chain(ips).collect()
+                        })
+                        .unwrap_or_default(),
+                    node_id: r.node_id.to_string(),
+                    serial: r.serial,
+                    enrolled_at: enrolled_at.unwrap_or(r.issued_at),
+                    issued_at: r.issued_at,
+                    not_after: r.not_after,
+                    last_seen: seen.as_ref().map(|s| s.at),
+                    role: seen.as_ref().and_then(|s| s.labels.role.clone()),
+                    host: seen.and_then(|s| s.labels.host),
+                }
             })
             .collect();
         out.sort_by_key(|n| n.node_id.parse::<u32>().unwrap_or(u32::MAX));
@@ -514,16 +588,19 @@ impl Authority {
 
     /// The `/trust/status` answer.
     pub fn status(&self, now: UnixTime) -> StatusResponse {
-        let (total, counts) = self.node_counts(now);
+        let census = self.census(now);
         let revoked_certificates = self.lock().dir.revocations().len();
-        self.metrics.observe_nodes(&counts);
+        self.metrics.observe_nodes(&census);
         StatusResponse {
             node_id: self.config.node_id.clone(),
             timestamp: now.as_secs(),
             ca_certificate: self.ca.root().pem(),
-            total_nodes: total,
-            verified_nodes: counts.verified,
+            total_nodes: census.total,
+            verified_nodes: census.counts.verified,
             revoked_certificates,
+            live_nodes: census.live,
+            live_window_seconds: self.live_window().as_secs(),
+            by_role: census.by_role,
         }
     }
 

@@ -7,19 +7,24 @@ header that came from outside). So this app trusts that header and nothing in th
 
 The model is a line, y = w*x + b. Each round the nodes fetch the global weights, train on
 their own data and post their weights; a round closes when every expected node has posted
-(ROUND_QUORUM) or ROUND_TIMEOUT seconds after its first update, and the new global weights
-are the sample-weighted average of that round's updates (FedAvg).
+(the quorum) or ROUND_TIMEOUT seconds after its first update, and the new global weights
+are the sample-weighted average of that round's updates (FedAvg). The quorum is
+ROUND_QUORUM, or with ROUND_QUORUM=auto the number of live agents the trust authority
+counts (`by_role.agent.live` in its /trust/status, read every QUORUM_REFRESH seconds), so
+a network scaled from 5 to 100 agents waits for all of them rather than closing each
+round after the first five.
 
 Routes:
-  GET  /fl/model    {round, weights: [w, b]}
+  GET  /fl/model    {round, weights: [w, b], quorum}
   POST /fl/update   {round, weights: [w, b], samples} -> 200 {accepted: true, round}
                     400 malformed, 401 no verified identity, 409 stale round or a second
                     update from the same node in a round
   GET  /fl/rounds   closed rounds: [{round, updates: {node: {weights, samples}}, aggregate}]
   GET  /healthz
 
-Environment: LISTEN (host:port, default 127.0.0.1:0), ROUND_QUORUM (default 5),
-ROUND_TIMEOUT (seconds, default 5). Prints `listening on <host>:<port>` once it serves.
+Environment: LISTEN (host:port, default 127.0.0.1:0), ROUND_QUORUM (a number, or `auto`;
+default 5), QUORUM_REFRESH (seconds, default 5), ROUND_TIMEOUT (seconds, default 5).
+Prints `listening on <host>:<port>` once it serves.
 
 PUBLIC_LISTEN (optional, e.g. 0.0.0.0:5001) adds a second, read-only listener for the
 operator's dashboard, as the seed's backend had: GET /trust/status (fetched from
@@ -37,7 +42,11 @@ from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
 app = Flask(__name__)
-QUORUM = int(os.environ.get("ROUND_QUORUM", "5"))
+QUORUM_SETTING = os.environ.get("ROUND_QUORUM", "5").strip()
+AUTO_QUORUM = QUORUM_SETTING == "auto"
+# Until the authority answers, `auto` waits for five, as the fixed default does.
+quorum = 5 if AUTO_QUORUM else int(QUORUM_SETTING)
+QUORUM_REFRESH = float(os.environ.get("QUORUM_REFRESH", "5"))
 TIMEOUT = float(os.environ.get("ROUND_TIMEOUT", "5"))
 
 lock = threading.Lock()
@@ -84,7 +93,7 @@ def closer():
 @app.get("/fl/model")
 def model():
     with lock:
-        return jsonify(round=state["round"], weights=state["weights"])
+        return jsonify(round=state["round"], weights=state["weights"], quorum=quorum)
 
 
 def valid_update(body):
@@ -125,7 +134,7 @@ def update():
         if state["opened"] is None:
             state["opened"] = time.monotonic()
         accepted_round = state["round"]
-        if len(state["updates"]) >= QUORUM:
+        if len(state["updates"]) >= quorum:
             close_round()
     return jsonify(accepted=True, round=accepted_round)
 
@@ -156,6 +165,30 @@ def public_trust_status():
     return answer.content, answer.status_code, {"content-type": "application/json"}
 
 
+def follow_live_agents():
+    """ROUND_QUORUM=auto: keeps the quorum at the authority's count of live agents."""
+    import requests
+
+    global quorum
+    failing = False
+    while True:
+        try:
+            status = requests.get(f"{AUTHORITY}/trust/status", timeout=10).json()
+            live = int(status["by_role"]["agent"]["live"])
+            failing = False
+            if live >= 1 and live != quorum:
+                with lock:
+                    app.logger.warning("quorum %d -> %d: the authority counts %d live agents", quorum, live, live)
+                    quorum = live
+                    if len(state["updates"]) >= quorum:
+                        close_round()
+        except (requests.RequestException, ValueError, KeyError, TypeError) as e:
+            if not failing:
+                app.logger.warning("cannot read the live agents at %s (%s); the quorum stays %d", AUTHORITY, e, quorum)
+            failing = True
+        time.sleep(QUORUM_REFRESH)
+
+
 public.add_url_rule("/fl/rounds", view_func=rounds)
 public.add_url_rule("/healthz", view_func=healthz)
 
@@ -170,6 +203,8 @@ def serve_public(address):
 if __name__ == "__main__":
     host, _, port = os.environ.get("LISTEN", "127.0.0.1:0").rpartition(":")
     threading.Thread(target=closer, daemon=True).start()
+    if AUTO_QUORUM:
+        threading.Thread(target=follow_live_agents, daemon=True).start()
     if os.environ.get("PUBLIC_LISTEN"):
         threading.Thread(target=serve_public, args=(os.environ["PUBLIC_LISTEN"],), daemon=True).start()
     server = make_server(host, int(port), app, threaded=True)

@@ -65,6 +65,7 @@ sidecar_config() {
 # Written by entrypoint.sh ($role); every field: docs/examples/sidecar.toml.
 state_dir = "$state/node"
 $id_line
+role = "$role"
 names = ["localhost", "127.0.0.1"]
 shutdown_grace = "10s"
 

@@ -94,10 +94,8 @@ impl Error {
             Self::Unavailable(_) => 69,
             Self::NotPermitted(_) => 77,
             Self::CannotCreate { .. } => 73,
-            Self::Store(trust_store::Error::NotInitialised { .. }) => 66,
-            Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,
-            Self::Store(trust_store::Error::Corrupt { .. }) => 65,
-            Self::Store(_) | Self::Service(_) => 74,
+            Self::Store(e) => e.exit_code(),
+            Self::Service(_) => 74,
             Self::Sidecar(e) => e.exit_code(),
             Self::Testnet(e) => e.exit_code(),
         }

@@ -66,10 +66,7 @@ pub struct ProbeArgs {
 /// `trust-proxy authority`.
 pub fn authority(args: AuthorityArgs) -> Result<()> {
     let token = match (&args.bootstrap_token_file, &args.bootstrap_token) {
-        (Some(path), None) => std::fs::read_to_string(path)
-            .map_err(Error::no_input(path))?
-            .trim()
-            .to_owned(),
+        (Some(path), None) => trust_store::read_secret(path)?.text,
         (None, Some(token)) => token.clone(),
         _ => {
             return Err(Error::Usage(

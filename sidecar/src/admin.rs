@@ -1,7 +1,7 @@
 //! The admin listener (loopback by default): `GET /metrics` (Prometheus text),
 //! `GET /healthz` (the process is serving) and `GET /readyz` (it can admit traffic: a
-//! valid certificate and a current CRL; the JSON says what is missing and how old the CRL
-//! is).
+//! valid, unrevoked certificate and a current CRL; the JSON says what is missing and how
+//! old the CRL is).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,6 +65,12 @@ impl Admin {
                 "the CRL has passed its nextUpdate: every peer is refused until the authority is reached"
                     .to_owned(),
             ),
+            Some(c) if c.is_revoked(&creds.identity.serial) => problems.push(format!(
+                "this node's certificate (serial {}) is revoked by CRL {}: every peer refuses it; \
+                 if that was a mistake, an operator enrolls the node anew with a new key",
+                creds.identity.serial,
+                c.number()
+            )),
             Some(_) => {}
         }
         Readiness {

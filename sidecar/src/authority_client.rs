@@ -79,6 +79,15 @@ impl AuthorityClient {
         json(&body, "/trust/status")
     }
 
+    /// `GET /trust/nodes`: every enrolled node, its current certificate and status (the
+    /// API's full listener only).
+    pub async fn nodes(&self) -> Result<Vec<trust_api::NodeSummary>> {
+        let body = self
+            .call(Method::GET, "/trust/nodes", Vec::new(), &[])
+            .await?;
+        json::<trust_api::NodesResponse>(&body, "/trust/nodes").map(|r| r.nodes)
+    }
+
     /// `GET /trust/ca-certificate`: the root, PEM.
     pub async fn ca_certificate(&self) -> Result<String> {
         let answer = self
@@ -92,11 +101,40 @@ impl AuthorityClient {
     }
 
     /// `GET /trust/crl` as DER: at once without `etag`; with it, held by the authority up
-    /// to `wait` until a CRL other than `etag` is published.
-    pub async fn crl(&self, etag: Option<&str>, wait: Duration) -> Result<CrlAnswer> {
+    /// to `wait` until a CRL other than `etag` is published. With `announce`, the poll is
+    /// signed by the node and declares its role and host (the authority counts it live).
+    pub async fn crl(
+        &self,
+        etag: Option<&str>,
+        wait: Duration,
+        announce: Option<&Announcement<'_>>,
+    ) -> Result<CrlAnswer> {
         let held = if etag.is_some() { wait } else { Duration::ZERO };
-        let path = format!("/trust/crl?wait={}", held.as_secs());
+        let path = {
+            // The serializer is not Send: gone before the first await.
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("wait", &held.as_secs().to_string());
+            for (key, value) in [
+                ("role", announce.and_then(|a| a.role)),
+                ("host", announce.and_then(|a| a.host)),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(key, value);
+                }
+            }
+            format!("/trust/crl?{}", query.finish())
+        };
         let mut headers = vec![(ACCEPT.as_str(), "application/pkix-crl".to_owned())];
+        if let Some(announce) = announce {
+            let signed = announce
+                .signer
+                .sign(
+                    &RequestParts::new("GET", &self.host, &path, b""),
+                    UnixTime::now(),
+                )
+                .map_err(Error::Core)?;
+            headers.extend(signed.pairs().iter().map(|(k, v)| (*k, (*v).to_owned())));
+        }
         if let Some(etag) = etag {
             headers.push((IF_NONE_MATCH.as_str(), etag.to_owned()));
         }
@@ -255,10 +293,69 @@ fn refusal(status: StatusCode, body: &[u8], path: &str) -> Error {
     }
 }
 
+/// What a node says with its CRL polls: signed with its key, so the authority counts it
+/// live, and declaring its role and host name.
+#[derive(Debug)]
+pub struct Announcement<'a> {
+    /// The node's current signer.
+    pub signer: &'a MessageSigner,
+    /// `role` from the config.
+    pub role: Option<&'a str>,
+    /// This machine's host name (a container id, a pod name).
+    pub host: Option<&'a str>,
+}
+
+/// This machine's host name, when it is one the authority accepts
+/// ([`trust_api::valid_host`]).
+pub fn host_name() -> Option<String> {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    trust_api::valid_host(&name).then_some(name)
+}
+
+/// Delays between attempts to reach the authority: doubling from `first` up to `cap`,
+/// each lengthened by a random part of itself, so that a fleet which lost the authority
+/// at the same moment (a restart) does not come back at it in lockstep. Endless: the
+/// caller decides when to give up.
+pub fn retry_delays(first: Duration, cap: Duration) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(first)
+        .with_max_delay(cap)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::Service(format!(
             "the authority's answer to {path} is not the expected JSON: {e}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_to_the_cap_each_with_its_own_random_part() {
+        let (first, cap) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut base = first;
+        for delay in retry_delays(first, cap).take(12) {
+            assert!(delay >= base && delay < base * 2, "{delay:?} for {base:?}");
+            base = (base * 2).min(cap);
+        }
+        // A fleet that lost the authority at one moment does not retry in lockstep: 50
+        // sidecars' first retries spread over the first delay's width.
+        let firsts: Vec<Duration> = (0..50)
+            .map(|_| retry_delays(first, cap).next().unwrap_or(first))
+            .collect();
+        let spread = firsts.iter().max().copied().unwrap_or_default()
+            - firsts.iter().min().copied().unwrap_or_default();
+        assert!(spread > first / 2, "first retries {firsts:?}");
+    }
 }

@@ -40,6 +40,11 @@ pub struct SidecarConfig {
     /// An id to ask for at enrolment (the authority assigns the next free one otherwise).
     #[serde(default)]
     pub node_id: Option<u32>,
+    /// What this node is in the network (`agent`, `aggregator`, ...: 1 to 32 of `a-z`,
+    /// `0-9`, `-`). Declared to the authority with every CRL poll, with the host name,
+    /// for its live and by-role counts; a label, not a certified claim.
+    #[serde(default)]
+    pub role: Option<String>,
     /// DNS names and IP addresses to ask for in the certificate; peers reach this node by
     /// them, and signed requests must name one of them as their destination.
     pub names: Vec<String>,
@@ -415,6 +420,7 @@ impl SidecarConfig {
         Self {
             state_dir,
             node_id: None,
+            role: None,
             names,
             authority: AuthoritySection::new(authority_url),
             ingress,
@@ -465,6 +471,11 @@ impl SidecarConfig {
     /// Checks what types alone cannot; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("config `{field}`: {why}")));
+        if let Some(role) = &self.role
+            && !trust_api::valid_role(role)
+        {
+            return bad("role", "1 to 32 of a-z, 0-9 and - (e.g. agent, aggregator)");
+        }
         if self.names.is_empty() {
             return bad(
                 "names",
@@ -592,12 +603,7 @@ impl SidecarConfig {
                 "config `authority.bootstrap_token`: give the token or a token file, not both"
                     .into(),
             )),
-            (Some(path), None) => Ok(Some(
-                std::fs::read_to_string(path)
-                    .map_err(Error::no_input(path))?
-                    .trim()
-                    .to_owned(),
-            )),
+            (Some(path), None) => Ok(Some(trust_store::read_secret(path)?.text)),
             (None, token) => Ok(token.clone()),
         }
     }

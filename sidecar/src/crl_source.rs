@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use trust_core::{CrlUpdate, RevocationList, TrustCache, UnixTime};
 
-use crate::authority_client::{AuthorityClient, CrlAnswer};
+use crate::authority_client::{Announcement, AuthorityClient, CrlAnswer, retry_delays};
+use crate::credentials::CredentialStore;
 use crate::metrics::Metrics;
 
 /// One authority's CRL into one trust cache.
@@ -28,6 +29,14 @@ pub struct CrlSource {
     installed: watch::Sender<u64>,
     metrics: Option<Metrics>,
     saved: Option<PathBuf>,
+    announce: Option<Announce>,
+}
+
+/// Who the polls announce (see [`CrlSource::announcing`]).
+struct Announce {
+    credentials: Arc<CredentialStore>,
+    role: Option<String>,
+    host: Option<String>,
 }
 
 impl CrlSource {
@@ -43,6 +52,7 @@ impl CrlSource {
             installed,
             metrics: None,
             saved: None,
+            announce: None,
         }
     }
 
@@ -56,6 +66,23 @@ impl CrlSource {
     /// authority is down starts with the last good CRL ([`Self::load_saved`]).
     pub fn saved_in(mut self, path: PathBuf) -> Self {
         self.saved = Some(path);
+        self
+    }
+
+    /// Signs every poll with the node's current key and declares `role` and `host` with
+    /// it, so the authority counts this node live (`/trust/status`) and shows where it
+    /// runs (`/trust/nodes`).
+    pub fn announcing(
+        mut self,
+        credentials: Arc<CredentialStore>,
+        role: Option<String>,
+        host: Option<String>,
+    ) -> Self {
+        self.announce = Some(Announce {
+            credentials,
+            role,
+            host,
+        });
         self
     }
 
@@ -78,9 +105,19 @@ impl CrlSource {
 
     /// One request: the CRL at once the first time, then a long poll for the next one.
     pub async fn fetch(&mut self) -> Result<(), String> {
+        let credentials = self.announce.as_ref().map(|a| a.credentials.current());
+        let announcement = self
+            .announce
+            .as_ref()
+            .zip(credentials.as_ref())
+            .map(|(a, c)| Announcement {
+                signer: &c.signer,
+                role: a.role.as_deref(),
+                host: a.host.as_deref(),
+            });
         let answer = self
             .authority
-            .crl(self.etag.as_deref(), self.wait)
+            .crl(self.etag.as_deref(), self.wait, announcement.as_ref())
             .await
             .map_err(|e| e.to_string())?;
         if let Some(m) = &self.metrics {
@@ -96,17 +133,20 @@ impl CrlSource {
     }
 
     /// Follows the authority until `shutdown`. Failures are counted, logged and retried
-    /// with backoff (1 s doubling to 30 s); the installed CRL keeps serving meanwhile.
+    /// with jittered backoff (1 s doubling to 30 s, see [`retry_delays`]); the installed
+    /// CRL keeps serving meanwhile.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_secs(1);
+        let (first, cap) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut delays = retry_delays(first, cap);
         loop {
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.fetch() => r,
             };
             match fetched {
-                Ok(()) => backoff = Duration::from_secs(1),
+                Ok(()) => delays = retry_delays(first, cap),
                 Err(reason) => {
+                    let backoff = delays.next().unwrap_or(cap);
                     if let Some(m) = &self.metrics {
                         m.crl_failures.inc();
                     }
@@ -115,7 +155,6 @@ impl CrlSource {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }

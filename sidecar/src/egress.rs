@@ -407,7 +407,9 @@ impl ServerCertVerifier for PeerVerifier {
             Expect::Node(id) => {
                 matches!(identity.subject, trust_core::Subject::Node(node) if node.get() == *id)
             }
-            Expect::DnsName(name) => dns_names(end_entity)
+            // DNS names only: a URL by IP text is not vouched for by an IP SAN here.
+            Expect::DnsName(name) => trust_core::certificate_names(end_entity)
+                .dns
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name)),
         };
@@ -442,23 +444,6 @@ impl ServerCertVerifier for PeerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
-}
-
-fn dns_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The address a test or the CLI prints for the proxy.

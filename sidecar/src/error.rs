@@ -76,10 +76,8 @@ impl SidecarError {
             Self::Unavailable(_) => 69,
             Self::NotPermitted(_) => 77,
             Self::CannotCreate { .. } => 73,
-            Self::Store(trust_store::Error::NotInitialised { .. }) => 66,
-            Self::Store(trust_store::Error::AlreadyInitialised { .. }) => 73,
-            Self::Store(trust_store::Error::Corrupt { .. }) => 65,
-            Self::Store(_) | Self::Service(_) => 74,
+            Self::Store(e) => e.exit_code(),
+            Self::Service(_) => 74,
         }
     }
 

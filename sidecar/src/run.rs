@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use trust_core::{CertificateVerifier, TrustCache};
 
 use crate::admin::Admin;
-use crate::authority_client::AuthorityClient;
+use crate::authority_client::{AuthorityClient, retry_delays};
 use crate::config::{EgressSection, PolicySection, SidecarConfig};
 use crate::credentials::{CRL_FILE, CredentialStore, Tick};
 use crate::crl_source::CrlSource;
@@ -162,7 +162,12 @@ impl Sidecar {
             config.authority.crl_wait,
         )
         .with_metrics(metrics.clone())
-        .saved_in(config.state_dir.join(CRL_FILE));
+        .saved_in(config.state_dir.join(CRL_FILE))
+        .announcing(
+            Arc::clone(&credentials),
+            config.role.clone(),
+            crate::authority_client::host_name(),
+        );
         crls.load_saved();
         if let Err(reason) = crls.fetch().await {
             tracing::warn!(%reason, "cannot fetch the CRL at start-up; serving with the saved one (if any) and retrying");
@@ -468,8 +473,10 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut backoff = Duration::from_millis(250);
+    let cap = Duration::from_secs(5);
+    let mut delays = retry_delays(Duration::from_millis(250), cap);
     loop {
+        let backoff = delays.next().unwrap_or(cap);
         match attempt().await {
             Ok(v) => return Ok(Some(v)),
             Err(Error::Unavailable(reason)) if tokio::time::Instant::now() + backoff < deadline => {
@@ -478,7 +485,6 @@ where
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
         }

@@ -193,3 +193,54 @@ fn a_reader_that_stops_reading_ends_a_command_quietly_not_with_a_panic() {
     let shown = ok(trust_proxy().args(["cert", "inspect"]).arg(&cert));
     assert!(shown.contains("node"), "{shown}");
 }
+
+#[test]
+fn a_token_file_others_can_change_is_refused_and_one_they_can_read_is_warned_about() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "mode-test-token-0123456789abcdef\n").unwrap();
+    let authority = |state: &str| {
+        let mut cmd = trust_proxy();
+        cmd.args(["authority", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(tmp.path().join(state))
+            .arg("--bootstrap-token-file")
+            .arg(&token);
+        cmd
+    };
+    let set_mode =
+        |mode| std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    set_mode(0o666);
+    let out = run(&mut authority("a"));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).contains("chmod o-w"), "{}", text(&out));
+    set_mode(0o600);
+    std::fs::write(&token, "\n").unwrap();
+    let out = run(&mut authority("b"));
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+
+    // Readable by others: it serves, and says so once on stderr.
+    std::fs::write(&token, "mode-test-token-0123456789abcdef\n").unwrap();
+    set_mode(0o644);
+    let log = tmp.path().join("stderr");
+    let mut child = authority("c")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("readable by every user") && logged.contains("mode=644"),
+        "{logged}"
+    );
+}

@@ -12,7 +12,8 @@
 //!   HTTP/2 and signature refusals), `request_view` (what the app sees is what was checked).
 //! - The authority: `authority_crash` (nothing acknowledged is lost).
 //! - Whole networks: `testnet`, `monitoring` (Prometheus against a testnet), `soak`,
-//!   `compose` (Docker), `k8s` (the manifests).
+//!   `compose` (Docker), `k8s` (the manifests), `live_nodes` (what running sidecars
+//!   declare, and the example aggregator's quorum following it).
 //! - The command line and interop: `cli_exit_codes`, `openssl_interop`, `python_interop`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -26,6 +27,7 @@ mod cli_exit_codes;
 mod compose;
 mod ingress;
 mod k8s;
+mod live_nodes;
 mod monitoring;
 mod openssl_interop;
 mod policy;

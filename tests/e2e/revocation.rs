@@ -1,5 +1,5 @@
 //! Revocation and the CRL: a revoked node is cut off on its open connection and on new
-//! ones, and cannot come back by resuming its TLS session; a sidecar's trust cache follows
+//! ones, its own sidecar reports it not ready, and cannot come back by resuming its TLS session; a sidecar's trust cache follows
 //! the authority's CRL by long poll and refuses a rolled-back one; with the authority gone
 //! sidecars serve on the last good CRL until it expires, then refuse; a sidecar restarted
 //! with the authority down and no usable saved CRL refuses everyone.
@@ -71,6 +71,17 @@ async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
                 .await
                 >= 1.0
     );
+    // The revoked node's own sidecar is not ready, and says why (its container's health
+    // check follows /readyz); the unrevoked node stays ready.
+    eventually(
+        Duration::from_secs(10),
+        "A's sidecar not ready",
+        move || async move { a_ref.admin("/readyz").await.0 == 503 },
+    )
+    .await;
+    let (_, why) = a.admin("/readyz").await;
+    assert!(why.contains("is revoked by CRL"), "{why}");
+    assert_eq!(b.admin("/readyz").await.0, 200);
     // A new sidecar for the same revoked node cannot get in either: B refuses the
     // handshake of a fresh connection (A's restart opens new ones).
     drop(a);
@@ -84,6 +95,11 @@ async fn a_revoked_node_is_cut_off_on_its_open_connection_and_on_new_ones() {
         app: Some(app_a),
         dir: net.tmp.path().join("node-2"),
     };
+    let (code, why) = a2.admin("/readyz").await;
+    assert!(
+        code == 503 && why.contains("is revoked by CRL"),
+        "restarted, the revoked node knows it is revoked: {why}"
+    );
     let r = a2
         .call("POST", "http://node-1/whoami", json!({}), json!({}))
         .await;

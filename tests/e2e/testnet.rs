@@ -71,6 +71,28 @@ async fn the_testnet_verifies_every_node_trains_and_stops_everything_it_started(
         "5 nodes, aggregator, authority's sidecar: {status}"
     );
     assert_eq!(status["total_nodes"], 7);
+    // Every sidecar's signed CRL poll declared its role: live counts by role, and each
+    // node's listing says what and where it is.
+    assert_eq!(status["live_nodes"], 7, "{status}");
+    for (role, n) in [("agent", 5), ("aggregator", 1), ("authority", 1)] {
+        assert_eq!(status["by_role"][role]["live"], n, "{role}: {status}");
+    }
+    let nodes = net.trust_api("GET", "/trust/nodes", true);
+    let node3 = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "3")
+        .unwrap_or_else(|| panic!("no node 3: {nodes}"));
+    assert_eq!(node3["role"], "agent", "{node3}");
+    assert!(
+        node3["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{node3}"
+    );
+    assert_eq!(
+        node3["names"],
+        serde_json::json!(["localhost", "127.0.0.1"])
+    );
     let verify = net.trust_api("POST", "/trust/verify/3", true);
     assert_eq!(verify["verified"], true, "{verify}");
 
@@ -117,7 +139,7 @@ async fn the_testnet_verifies_every_node_trains_and_stops_everything_it_started(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest() {
-    let net = Testnet::start(5, &["--round-timeout", "2s"]);
+    let mut net = Testnet::start(5, &["--round-timeout", "2s"]);
     net.wait_for_round(1).await;
     let ingress = net.manifest["aggregator"]["ingress"]
         .as_str()
@@ -260,4 +282,19 @@ async fn byzantine_nodes_are_refused_with_reasons_and_the_aggregate_stays_honest
     for k in 1..=4 {
         assert_eq!(net.sent(k).await.1, 0, "honest node {k} saw errors");
     }
+
+    // 7. Started again over the same folder, the testnet says at once that node 5 is
+    //    revoked and that --fresh starts a new network, instead of waiting for it.
+    assert_eq!(net.stop().code(), Some(0));
+    let again = net.run_again(5, &[]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(again.status.code(), Some(65), "{said}");
+    assert!(
+        said.contains("[5]") && said.contains("revoked") && said.contains("--fresh"),
+        "{said}"
+    );
 }

@@ -19,7 +19,10 @@ async fn every_route_answers_with_the_contracted_shape() {
     assert_eq!(
         keys(&status),
         [
+            "by_role",
             "ca_certificate",
+            "live_nodes",
+            "live_window_seconds",
             "node_id",
             "revoked_certificates",
             "timestamp",
@@ -28,6 +31,7 @@ async fn every_route_answers_with_the_contracted_shape() {
         ]
     );
     assert_eq!(status["total_nodes"], 0);
+    assert_eq!(status["by_role"], serde_json::json!({}));
     let (code, ca) = s.get("/trust/ca-certificate").await;
     assert_eq!(code, 200);
     assert_eq!(keys(&ca), ["certificate"]);
@@ -83,10 +87,14 @@ async fn every_route_answers_with_the_contracted_shape() {
         keys(row),
         [
             "enrolled_at",
+            "host",
             "issued_at",
             "last_seen",
+            "live",
+            "names",
             "node_id",
             "not_after",
+            "role",
             "serial",
             "status"
         ]

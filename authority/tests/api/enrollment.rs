@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::server::{Server, key_and_csr};
+use crate::server::{Server, key_and_csr, signer_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_nodes_enrolling_at_once_get_distinct_ids_and_all_verify() {
@@ -106,26 +106,12 @@ async fn renew(
     (code, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-fn signer_for(key: &trust_core::NodeKey, id: u32, cert_pem: &str) -> trust_core::MessageSigner {
-    let key = trust_core::NodeKey::from_pkcs8_der(key.pkcs8_der().secret_pkcs8_der()).unwrap();
-    let der = pem::parse(cert_pem).unwrap().into_contents();
-    trust_core::MessageSigner::new(
-        key,
-        &trust_core::Subject::Node(trust_core::NodeId::new(id).unwrap()),
-        &der,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_renews_for_a_new_key_only_when_signed_with_its_current_key() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;
-    let (key_a, csr_a) = key_and_csr().await;
-    let (key_m, csr_m) = key_and_csr().await;
-    let (_, a) = s.enroll(&csr_a, None).await;
-    let (_, m) = s.enroll(&csr_m, None).await;
-    let signer_a = signer_for(&key_a, 1, a["certificate"].as_str().unwrap());
-    let signer_m = signer_for(&key_m, 2, m["certificate"].as_str().unwrap());
+    let (_, a, signer_a) = s.enrolled_node().await;
+    let (key_m, m, signer_m) = s.enrolled_node().await;
     let (_, new_csr) = key_and_csr().await;
 
     // Unsigned, tampered after signing, or signed by another node: refused.

@@ -100,6 +100,16 @@ impl Server {
         body
     }
 
+    /// Enrolls a new node: its key, the enrollment answer, and a signer for it.
+    pub async fn enrolled_node(&self) -> (NodeKey, Value, trust_core::MessageSigner) {
+        let (key, csr) = key_and_csr().await;
+        let (code, answer) = self.enroll(&csr, None).await;
+        assert_eq!(code, 200, "{answer}");
+        let id = answer["node_id"].as_str().unwrap().parse().unwrap();
+        let signer = signer_for(&key, id, answer["certificate"].as_str().unwrap());
+        (key, answer, signer)
+    }
+
     /// Enrolls a CSR; returns status and body.
     pub async fn enroll(&self, csr: &str, node_id: Option<Value>) -> (u16, Value) {
         let mut body = json!({"csr": csr, "token": TOKEN});
@@ -121,4 +131,15 @@ pub async fn key_and_csr() -> (NodeKey, String) {
     })
     .await
     .unwrap()
+}
+
+/// Signs requests as node `id` with `key` and its certificate `cert_pem`.
+pub fn signer_for(key: &NodeKey, id: u32, cert_pem: &str) -> trust_core::MessageSigner {
+    let key = NodeKey::from_pkcs8_der(key.pkcs8_der().secret_pkcs8_der()).unwrap();
+    let der = pem::parse(cert_pem).unwrap().into_contents();
+    trust_core::MessageSigner::new(
+        key,
+        &trust_core::Subject::Node(trust_core::NodeId::new(id).unwrap()),
+        &der,
+    )
 }

@@ -34,6 +34,10 @@ pub enum TestnetError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// State kept from an earlier run cannot come back (a node of it was revoked); the
+    /// message says how to start over.
+    #[error("{0}")]
+    StaleState(String),
     /// A process, port or state of the testnet failed; the message says which.
     #[error("{0}")]
     Service(String),
@@ -50,7 +54,7 @@ impl TestnetError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => 64,
-            Self::BadInput { .. } => 65,
+            Self::BadInput { .. } | Self::StaleState(_) => 65,
             Self::NoInput { .. } => 66,
             Self::CannotCreate { .. } => 73,
             Self::Service(_) => 74,

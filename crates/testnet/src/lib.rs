@@ -228,6 +228,12 @@ impl Testnet {
         // The testnet made the root, so every sidecar can pin it rather than trust the
         // first CA certificate it is handed.
         self.ca_pin = root_fingerprint(&authority_state.join("ca-cert.pem"))?;
+        // State kept from an earlier run may hold a node revoked since: say so now, not
+        // after the wait for it to verify runs out.
+        let own = self
+            .own_statuses(&AuthorityClient::new(&authority_url)?)
+            .await?;
+        self.refuse_revoked(&own, &dir)?;
         let front = self
             .start_sidecar(
                 &dir,
@@ -346,31 +352,12 @@ impl Testnet {
             }
         }
 
-        // 4. Wait until the authority counts every certificate verified.
-        let expected = u64::from(self.args.nodes) + 2;
-        let client = AuthorityClient::new(&authority_url)?;
-        let deadline = Instant::now() + self.args.ready_timeout;
-        loop {
-            let verified = client
-                .status()
-                .await
-                .ok()
-                .and_then(|s| s["verified_nodes"].as_u64())
-                .unwrap_or(0);
-            if verified >= expected {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Service(format!(
-                    "only {verified} of {expected} certificates verified within {:?}; see the logs in {}",
-                    self.args.ready_timeout,
-                    dir.join("logs").display()
-                )));
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
+        // 4. Wait until the authority counts every node of this testnet verified.
+        if !self
+            .wait_until_verified(&AuthorityClient::new(&authority_url)?, &dir, shutdown)
+            .await?
+        {
+            return Ok(());
         }
         let elapsed = started.elapsed();
 
@@ -410,6 +397,93 @@ impl Testnet {
                     "{name} exited; the testnet is stopping. Its log: {}",
                     log.map(|l| l.display().to_string()).unwrap_or_default()
                 )))
+            }
+        }
+    }
+
+    /// The node ids this testnet runs: its nodes, the aggregator, the authority's sidecar.
+    fn own_ids(&self) -> impl Iterator<Item = u32> {
+        (1..=self.args.nodes).chain([AGGREGATOR_ID, AUTHORITY_FRONT_ID])
+    }
+
+    /// The authority's status of each of this testnet's nodes (`/trust/nodes`: `verified`,
+    /// `revoked`, `expired`, ...); a node it has not enrolled yet is absent. Nodes
+    /// enrolled outside the testnet (an operator's own) are left out.
+    async fn own_statuses(&self, client: &AuthorityClient) -> Result<HashMap<u32, String>> {
+        let own: Vec<u32> = self.own_ids().collect();
+        Ok(client
+            .nodes()
+            .await?
+            .into_iter()
+            .filter_map(|n| Some((n.node_id.parse::<u32>().ok()?, n.status)))
+            .filter(|(id, _)| own.contains(id))
+            .collect())
+    }
+
+    /// A revoked node of this testnet can never enroll again: stop, and say how to start
+    /// over.
+    fn refuse_revoked(&self, own: &HashMap<u32, String>, dir: &Path) -> Result<()> {
+        let mut revoked: Vec<u32> = own
+            .iter()
+            .filter(|(_, status)| status.as_str() == "revoked")
+            .map(|(id, _)| *id)
+            .collect();
+        if revoked.is_empty() {
+            return Ok(());
+        }
+        revoked.sort_unstable();
+        Err(Error::StaleState(format!(
+            "node(s) {revoked:?} of this testnet were revoked in an earlier run (state in {}), \
+             and a revoked identity cannot enroll again: start a new network with --fresh \
+             (it deletes {} and makes a new root)",
+            dir.display(),
+            dir.display()
+        )))
+    }
+
+    /// Waits until the authority counts every node of this testnet verified; `false` if a
+    /// shutdown came first.
+    async fn wait_until_verified(
+        &self,
+        client: &AuthorityClient,
+        dir: &Path,
+        shutdown: &CancellationToken,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + self.args.ready_timeout;
+        loop {
+            // The authority answered at start-up; a failure now is worth a retry.
+            let own = match self.own_statuses(client).await {
+                Ok(own) => own,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the nodes at the authority; retrying");
+                    HashMap::new()
+                }
+            };
+            self.refuse_revoked(&own, dir)?;
+            let waiting: Vec<String> = self
+                .own_ids()
+                .filter_map(|id| match own.get(&id).map(String::as_str) {
+                    Some("verified") => None,
+                    Some(status) => Some(format!("node {id}: {status}")),
+                    None => Some(format!("node {id}: not enrolled")),
+                })
+                .collect();
+            if waiting.is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                let expected = self.own_ids().count();
+                return Err(Error::Service(format!(
+                    "{} of {expected} certificates verified within {:?} (still waiting: {}); see the logs in {}, or start over with --fresh",
+                    expected.saturating_sub(waiting.len()),
+                    self.args.ready_timeout,
+                    waiting.join(", "),
+                    dir.join("logs").display()
+                )));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(false),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
     }
@@ -481,6 +555,14 @@ impl Testnet {
             ingress,
         );
         config.node_id = Some(plan.node_id);
+        config.role = Some(
+            match plan.node_id {
+                AUTHORITY_FRONT_ID => "authority",
+                AGGREGATOR_ID => "aggregator",
+                _ => "agent",
+            }
+            .to_owned(),
+        );
         config.shutdown_grace = std::time::Duration::from_secs(5);
         config.authority.bootstrap_token_file = Some(plan.token.to_owned());
         config.authority.ca_fingerprint = Some(self.ca_pin.clone());
@@ -807,7 +889,7 @@ Try:
   curl -s {admin_tls} -X POST https://localhost:{}/trust/revoke/2 | jq    # node 2 is cut off at once
   curl -s http://{}/fl/rounds | jq '.[-1]'                                 # the aggregator's last round
   curl -s http://{first}/metrics | grep '^tpm_'                            # node 1's sidecar metrics
-  prometheus --config.file=monitoring/prometheus.yml                       # scrapes all of it (docs/metrics.md)
+{}
 
 Ctrl-C stops everything.",
         elapsed.as_secs_f64(),
@@ -819,7 +901,35 @@ Ctrl-C stops everything.",
         port_of(door),
         port_of(door),
         aggregator.app,
+        prometheus_lines(dir, on_path("prometheus")),
     );
+}
+
+/// The tour's Prometheus step: the command (its data kept in the testnet's folder, not
+/// the working directory), preceded by how to install it where it is missing.
+fn prometheus_lines(dir: &Path, installed: bool) -> String {
+    let run = format!(
+        "  prometheus --config.file=monitoring/prometheus.yml --storage.tsdb.path={} --web.listen-address=127.0.0.1:9091   # scrapes all of it: http://127.0.0.1:9091 (docs/metrics.md)",
+        dir.join("prometheus").display()
+    );
+    if installed {
+        run
+    } else {
+        format!(
+            "  apt-get install -y --no-install-recommends prometheus                 # (as root) Prometheus is not installed; then:\n{run}"
+        )
+    }
+}
+
+/// Whether `program` is an executable file in a folder of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// SHA-256 of a PEM certificate's DER, hex (the form `authority.ca_fingerprint` takes).
@@ -903,4 +1013,31 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tour_says_how_to_install_prometheus_where_it_is_missing() {
+        let dir = Path::new("/tmp/tn");
+        let installed = prometheus_lines(dir, true);
+        assert!(
+            installed
+                .trim_start()
+                .starts_with("prometheus --config.file=monitoring/prometheus.yml"),
+            "{installed}"
+        );
+        assert!(installed.contains("--storage.tsdb.path=/tmp/tn/prometheus"));
+        let missing = prometheus_lines(dir, false);
+        assert!(missing.contains("apt-get install"), "{missing}");
+        assert!(missing.ends_with(&installed), "{missing}");
+    }
+
+    #[test]
+    fn a_program_is_found_on_the_path_only_when_it_is_an_executable_file() {
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-trust-proxy-test"));
+    }
 }

@@ -8,7 +8,10 @@
 //!
 //! # Layout
 //!
-//! One module: every type here is one request body or one answer.
+//! One module: every type here is one request body or one answer, plus the rules for
+//! what a node may declare about itself ([`valid_role`], [`valid_host`]).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +87,56 @@ pub struct StatusResponse {
     pub verified_nodes: usize,
     /// Revoked certificates.
     pub revoked_certificates: usize,
+    /// Verified nodes heard from within the last `live_window_seconds`: each running
+    /// sidecar is, with every signed CRL poll (see [`NodeSummary::last_seen`]).
+    #[serde(default)]
+    pub live_nodes: usize,
+    /// How recent "heard from" must be for a node to count live.
+    #[serde(default)]
+    pub live_window_seconds: u64,
+    /// The counts again, by the role each node declares (`role` in its sidecar config:
+    /// `agent`, `aggregator`, ...); [`UNKNOWN_ROLE`] for nodes that declared none or
+    /// have not been heard from since the authority started.
+    #[serde(default)]
+    pub by_role: BTreeMap<String, RoleCounts>,
+}
+
+/// The role under which [`StatusResponse::by_role`] counts nodes that declared none.
+pub const UNKNOWN_ROLE: &str = "unknown";
+
+/// Nodes of one role in [`StatusResponse::by_role`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleCounts {
+    /// Enrolled.
+    pub total: usize,
+    /// Current certificate verifies now.
+    pub verified: usize,
+    /// Verified and heard from within the live window.
+    pub live: usize,
+}
+
+/// Whether `role` may be declared: 1 to 32 of `a-z`, `0-9` and `-`.
+pub fn valid_role(role: &str) -> bool {
+    (1..=32).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Whether `host` may be declared as a node's host name: 1 to 253 of ASCII letters,
+/// digits, `-` and `.` (a container id or pod name passes; nothing that needs escaping).
+pub fn valid_host(host: &str) -> bool {
+    (1..=253).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// `GET /trust/nodes` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodesResponse {
+    /// Every enrolled node, by id.
+    pub nodes: Vec<NodeSummary>,
 }
 
 /// One row of `GET /trust/nodes`.
@@ -101,7 +154,49 @@ pub struct NodeSummary {
     pub issued_at: u64,
     /// Current certificate `notAfter`, unix seconds.
     pub not_after: u64,
-    /// Last heard from since the authority started (enroll, renew, or a request its sidecar
-    /// forwarded), unix seconds.
+    /// Last heard from since the authority started (enroll, renew, a signed CRL poll of
+    /// its sidecar, or a request its sidecar forwarded), unix seconds.
     pub last_seen: Option<u64>,
+    /// Verified and heard from within the live window ([`StatusResponse::live_nodes`]).
+    #[serde(default)]
+    pub live: bool,
+    /// The DNS names and IP addresses its certificate holds.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// The role it declared with its last signed CRL poll.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The host name it declared with its last signed CRL poll (a container's or pod's
+    /// name: what maps a node id to where it runs).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_role_or_host_is_plain_text_that_needs_no_escaping() {
+        for role in ["agent", "aggregator", "edge-2"] {
+            assert!(valid_role(role), "{role}");
+        }
+        for role in ["", "Agent", "a b", "a&b=c", "agent\n", &"x".repeat(33)] {
+            assert!(!valid_role(role), "{role:?}");
+        }
+        for host in ["3f2a9c1b7d4e", "node-agent-7c9f-xk2p", "n1.example.org"] {
+            assert!(valid_host(host), "{host}");
+        }
+        for host in ["", "a b", "a/b", "a%20", "host\r", "ü", &"h".repeat(254)] {
+            assert!(!valid_host(host), "{host:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_from_an_authority_without_live_counts_still_reads() {
+        let old = r#"{"node_id":"authority","timestamp":1,"ca_certificate":"","total_nodes":2,"verified_nodes":2,"revoked_certificates":0}"#;
+        let status: StatusResponse = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((status.verified_nodes, status.live_nodes), (2, 0));
+        assert!(status.by_role.is_empty());
+    }
 }

@@ -53,7 +53,9 @@ pub use signature::{
     MessageSigner, ReceivedHeaders, RequestParts, SignatureHeaders, SignatureWindow,
     VerifiedSignature,
 };
-pub use verify::{CertificateVerifier, Usage, VerifySettings, verify_path};
+pub use verify::{
+    CertificateNames, CertificateVerifier, Usage, VerifySettings, certificate_names, verify_path,
+};
 
 /// `UnixTime` from whole seconds (a convenience for callers and tests).
 pub fn unix_time(secs: u64) -> UnixTime {

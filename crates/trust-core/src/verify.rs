@@ -193,6 +193,44 @@ impl CertificateVerifier {
     }
 }
 
+/// The names a certificate's subjectAltName holds, in the certificate's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateNames {
+    /// DNS names.
+    pub dns: Vec<String>,
+    /// IP addresses.
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+/// The DNS names and IP addresses of a certificate's subjectAltName (for listings such as
+/// the authority's `/trust/nodes`, and for matching the name a client dialled; it checks
+/// nothing else: verify the certificate first). Empty when it has none or cannot be
+/// parsed.
+pub fn certificate_names(der: &[u8]) -> CertificateNames {
+    let mut names = CertificateNames::default();
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return names;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return names;
+    };
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::DNSName(d) => names.dns.push((*d).to_owned()),
+            GeneralName::IPAddress(b) => {
+                let ip = match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                };
+                names.ips.extend(ip);
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 /// The chain stage on its own: path validation from `leaf` to one of `anchors` through
 /// `intermediates`, with this crate's signature algorithms (RSA PKCS#1 only), validity with
 /// the configured skew, basic constraints and the EKU for `settings.usage`.

@@ -42,6 +42,20 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// A secret file (the bootstrap token) that others can change.
+    #[error("{} has mode {mode:o}: any user on this machine could change the bootstrap token; chmod o-w {}", path.display(), path.display())]
+    InsecureSecretFile {
+        /// The secret file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A secret file (the bootstrap token) with nothing in it.
+    #[error("{} is empty: put the bootstrap token in it (e.g. `openssl rand -hex 32`)", path.display())]
+    EmptySecretFile {
+        /// The secret file.
+        path: PathBuf,
+    },
     /// The PKI refused something.
     #[error(transparent)]
     Core(#[from] trust_core::Error),
@@ -54,5 +68,21 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { path, source }
+    }
+}
+
+impl Error {
+    /// The process exit code (`sysexits.h`) a command failing with this error ends with:
+    /// 66 missing input, 73 cannot create, 65 unusable content, 74 other I/O.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NotInitialised { .. } => 66,
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 66,
+            Self::AlreadyInitialised { .. } => 73,
+            Self::Corrupt { .. }
+            | Self::InsecureSecretFile { .. }
+            | Self::EmptySecretFile { .. } => 65,
+            _ => 74,
+        }
     }
 }

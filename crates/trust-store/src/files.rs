@@ -56,6 +56,54 @@ pub fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A secret read by [`read_secret`].
+#[derive(Debug)]
+pub struct SecretFile {
+    /// The secret, surrounding whitespace removed.
+    pub text: String,
+    /// The file's permission bits when every user on the machine can read it (logged as
+    /// a warning with [`EXPOSED_SECRET`]).
+    pub readable_by_others: Option<u32>,
+}
+
+/// What to log when a secret file is readable by others.
+pub const EXPOSED_SECRET: &str = "the bootstrap token file is readable by every user on this \
+     machine, and whoever reads it can enroll nodes: chmod o-r it (Kubernetes: a secret \
+     volume with defaultMode 0440; compose bind-mounts the host file with the host's mode, \
+     so restrict it on the host)";
+
+/// Reads a one-line secret file (the bootstrap token). Refused when it is empty or when
+/// others can write it (they could set a token they know); readable by others is
+/// logged as a warning, not refused, because compose cannot set a secret's mode (it bind-mounts the
+/// host file) and group-readable is how Kubernetes mounts secrets for a non-root user.
+pub fn read_secret(path: &Path) -> Result<SecretFile> {
+    let text = fs::read_to_string(path).map_err(Error::io(path))?;
+    let mode = fs::metadata(path)
+        .map_err(Error::io(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o002 != 0 {
+        return Err(Error::InsecureSecretFile {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err(Error::EmptySecretFile {
+            path: path.to_owned(),
+        });
+    }
+    if mode & 0o004 != 0 {
+        tracing::warn!(file = %path.display(), mode = %format_args!("{mode:o}"), "{EXPOSED_SECRET}");
+    }
+    Ok(SecretFile {
+        text,
+        readable_by_others: (mode & 0o004 != 0).then_some(mode),
+    })
+}
+
 /// Reads a file to a string, `None` if it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<String>> {
     match fs::read_to_string(path) {
@@ -72,6 +120,41 @@ pub fn read_optional(path: &Path) -> Result<Option<String>> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
+
+    #[test]
+    fn a_secret_file_is_trimmed_refused_when_others_can_write_it_or_it_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        fs::write(&path, "  s3cret-token\n").unwrap();
+        for (mode, exposed) in [
+            (0o600, None),
+            (0o440, None),
+            (0o640, None),
+            (0o644, Some(0o644)),
+        ] {
+            fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+            let secret = read_secret(&path).unwrap();
+            assert_eq!(secret.text, "s3cret-token");
+            assert_eq!(secret.readable_by_others, exposed, "mode {mode:o}");
+        }
+        for mode in [0o602, 0o666] {
+            fs::set_permissions(&path, Permissions::from_mode(mode)).unwrap();
+            let refused = read_secret(&path).unwrap_err();
+            assert!(
+                matches!(refused, Error::InsecureSecretFile { mode: m, .. } if m == mode),
+                "{refused}"
+            );
+            assert!(refused.to_string().contains("chmod o-w"), "{refused}");
+        }
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, " \n").unwrap();
+        assert!(matches!(
+            read_secret(&path),
+            Err(Error::EmptySecretFile { .. })
+        ));
+        let missing = read_secret(&dir.path().join("none")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }), "{missing}");
+    }
 
     #[test]
     fn atomic_writes_replace_content_and_set_the_mode() {

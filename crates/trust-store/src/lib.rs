@@ -28,4 +28,4 @@ pub mod files;
 
 pub use ca_dir::{CaDirectory, RevocationRecord, Revoked};
 pub use error::{Error, Result};
-pub use files::write_atomic;
+pub use files::{EXPOSED_SECRET, SecretFile, read_secret, write_atomic};

@@ -31,6 +31,22 @@ impl AuthorityApi {
         answer.json().await.unwrap()
     }
 
+    /// `GET /trust/nodes`; panics unless it is answered 200.
+    pub async fn nodes(&self) -> Vec<trust_api::NodeSummary> {
+        let answer = self
+            .http
+            .get(format!("{}/trust/nodes", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "nodes");
+        answer
+            .json::<trust_api::NodesResponse>()
+            .await
+            .unwrap()
+            .nodes
+    }
+
     /// `GET /trust/status`; panics unless it is answered 200.
     pub async fn status(&self) -> StatusResponse {
         let answer = self

@@ -43,6 +43,8 @@ impl Net {
         let tmp = tempfile::tempdir().unwrap();
         let token = tmp.path().join("token");
         std::fs::write(&token, "e2e-bootstrap-token-0123456789").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let authority = AuthorityProcess::start_with(&tmp.path().join("authority"), &token, extra);
         Self {
             url: authority.url.clone(),
@@ -527,7 +529,8 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Binds the config's listeners, starts `sidecar::run` and waits until it is ready.
+    /// Binds the config's listeners, starts `sidecar::run` and waits until it is ready
+    /// (or serves knowing its node is revoked).
     pub async fn start(config: SidecarConfig) -> Self {
         let listeners = sidecar::Listeners::bind(&config).await.unwrap();
         let bound = listeners.addresses().unwrap();
@@ -541,12 +544,25 @@ impl InProcess {
             task: Some(task),
         };
         let readyz = format!("http://{}/readyz", running.admin);
-        eventually(Duration::from_secs(30), "the in-process sidecar is ready", || {
-            let readyz = readyz.clone();
-            async move {
-                matches!(reqwest::get(&readyz).await, Ok(r) if r.status().is_success())
-            }
-        })
+        // Ready, or serving with a current CRL that revokes this node (a test restarting a
+        // revoked node), which /readyz reports as not ready, naming the revocation.
+        eventually(
+            Duration::from_secs(30),
+            "the in-process sidecar is ready",
+            || {
+                let readyz = readyz.clone();
+                async move {
+                    let Ok(answer) = reqwest::get(&readyz).await else {
+                        return false;
+                    };
+                    let ok = answer.status().is_success();
+                    ok || answer
+                        .text()
+                        .await
+                        .is_ok_and(|body| body.contains("is revoked by CRL"))
+                }
+            },
+        )
         .await;
         running
     }

@@ -39,17 +39,7 @@ impl Testnet {
     pub fn start(n: u32, extra: &[&str]) -> Self {
         use std::io::BufRead as _;
         let tmp = tempfile::tempdir().unwrap();
-        let python = std::env::var_os("TRUST_TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".venv/bin/python3"));
-        let mut child = trust_proxy()
-            .current_dir(repo_root())
-            .args(["testnet", "--base-port", "0", "--round-interval", "300ms"])
-            .args(["--nodes", &n.to_string(), "--dir"])
-            .arg(tmp.path().join("net"))
-            .arg("--python")
-            .arg(python)
-            .args(extra)
+        let mut child = command(&tmp.path().join("net"), n, extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(tmp.path().join("testnet.log")).unwrap())
             .spawn()
@@ -82,6 +72,14 @@ impl Testnet {
             tmp,
             manifest,
         }
+    }
+
+    /// Runs `trust-proxy testnet` again over this testnet's folder (stopped first) and
+    /// returns how it ended.
+    pub fn run_again(&self, n: u32, extra: &[&str]) -> std::process::Output {
+        command(&self.tmp.path().join("net"), n, extra)
+            .output()
+            .unwrap()
     }
 
     /// A path the manifest names under `key`.
@@ -225,6 +223,22 @@ impl Testnet {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
+}
+
+/// `trust-proxy testnet --nodes n` over `dir` on ephemeral ports, with the test venv.
+fn command(dir: &std::path::Path, n: u32, extra: &[&str]) -> Command {
+    let python = std::env::var_os("TRUST_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python3"));
+    let mut cmd = trust_proxy();
+    cmd.current_dir(repo_root())
+        .args(["testnet", "--base-port", "0", "--round-interval", "300ms"])
+        .args(["--nodes", &n.to_string(), "--dir"])
+        .arg(dir)
+        .arg("--python")
+        .arg(python)
+        .args(extra);
+    cmd
 }
 
 impl Drop for Testnet {

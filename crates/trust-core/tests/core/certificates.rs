@@ -303,3 +303,25 @@ fn issued_certificates_have_the_contracted_shape() {
 fn rand_core_os() -> rsa::rand_core::OsRng {
     rsa::rand_core::OsRng
 }
+
+#[test]
+fn a_certificates_dns_and_ip_names_are_listed_apart_and_its_uri_is_not() {
+    let node = PKI.leaf(Subject::Node("4".parse().unwrap()), |p| {
+        p.subject_alt_names.extend([
+            rcgen::SanType::DnsName("node-4.example".try_into().unwrap()),
+            rcgen::SanType::IpAddress("10.0.0.4".parse().unwrap()),
+            rcgen::SanType::IpAddress("::1".parse().unwrap()),
+        ]);
+    });
+    let names = trust_core::certificate_names(&node.cert.der);
+    // The test PKI's own names (localhost, 127.0.0.1) come first.
+    assert_eq!(names.dns, ["localhost", "node-4.example"]);
+    assert_eq!(
+        names.ips,
+        ["127.0.0.1", "10.0.0.4", "::1"].map(|ip| ip.parse::<std::net::IpAddr>().unwrap())
+    );
+    assert_eq!(
+        trust_core::certificate_names(b"not a certificate"),
+        trust_core::CertificateNames::default()
+    );
+}
