@@ -226,17 +226,17 @@ impl Plugin {
             signature: None,
             received_at_ms: 0,
         };
-        if let Outcome::Failed(why) = plugin.call(&probe) {
+        // The probe proves the component is callable and answers, not that it is fast: it
+        // runs under PROBE_DEADLINE, not the per-call deadline, so a CPU starved at start-up
+        // (a hundred containers starting on two cores) does not stop the sidecar. Requests
+        // keep the plugin's own deadline.
+        if let Outcome::Failed(why) = plugin.call_within(&probe, ticks(PROBE_DEADLINE)) {
             return Err(fail(format!("the probe call failed: {why}")));
         }
         Ok(plugin)
     }
 
-    fn ticks(&self) -> u64 {
-        (self.entry.timeout.as_millis().div_ceil(TICK.as_millis())).max(1) as u64
-    }
-
-    fn instantiate(&self) -> wasmtime::Result<Warm> {
+    fn instantiate(&self, ticks: u64) -> wasmtime::Result<Warm> {
         let state = State {
             plugin: Arc::clone(&self.name),
             settings: Arc::clone(&self.settings),
@@ -249,15 +249,19 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // Start-up code runs under the same deadline as a call.
-        store.set_epoch_deadline(self.ticks());
+        // Start-up code runs under the same deadline as the call it serves.
+        store.set_epoch_deadline(ticks);
         let policy = self.pre.instantiate(&mut store)?;
         Ok((store, policy))
     }
 
-    /// Evaluates `request` on a warm instance (or a new one); an instance that failed is
-    /// dropped, never reused.
+    /// Evaluates `request` on a warm instance (or a new one) within the plugin's
+    /// `timeout_ms`; an instance that failed is dropped, never reused.
     pub fn call(&self, request: &Request) -> Outcome {
+        self.call_within(request, ticks(self.entry.timeout))
+    }
+
+    fn call_within(&self, request: &Request, ticks: u64) -> Outcome {
         // Keeps the epoch clock running until the call returns (instantiation included).
         let _in_flight = self.clock.enter();
         let idle = &self.idle[shard()];
@@ -267,12 +271,12 @@ impl Plugin {
             .pop();
         let (mut store, policy) = match warm {
             Some(w) => w,
-            None => match self.instantiate() {
+            None => match self.instantiate(ticks) {
                 Ok(w) => w,
                 Err(e) => return Outcome::Failed(format!("instantiation: {e:#}")),
             },
         };
-        store.set_epoch_deadline(self.ticks());
+        store.set_epoch_deadline(ticks);
         store.data_mut().signature_refusal = None;
         match policy.call_evaluate(&mut store, request) {
             Ok(decision) => {
@@ -286,6 +290,14 @@ impl Plugin {
             Err(e) => Outcome::Failed(describe(&e)),
         }
     }
+}
+
+/// The deadline of the probe call made when a plugin is loaded (instantiation included).
+pub const PROBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Epoch ticks for `deadline` (at least one).
+fn ticks(deadline: std::time::Duration) -> u64 {
+    (deadline.as_millis().div_ceil(TICK.as_millis())).max(1) as u64
 }
 
 /// The version of `wit/policy.wit` this host implements (checked against the file by a

@@ -324,6 +324,41 @@ fn traps_loops_and_memory_hogs_are_contained_and_deny_unless_fail_open() {
     );
 }
 
+/// A plugin whose start-up probe is slow (as on a CPU starved by a hundred containers
+/// starting at once) still loads: the probe runs under the load-time deadline, not the
+/// per-call one. Requests keep the plugin's own deadline; a probe past the load-time one
+/// is still refused.
+#[test]
+fn a_slow_start_up_probe_loads_but_requests_keep_their_deadline() {
+    // 30 million loop turns: tens of milliseconds, far past a 1 ms per-call deadline.
+    let folder = Folder::new(
+        "[[plugin]]\nname = \"misbehave\"\ntimeout_ms = 1\n[plugin.settings]\nprobe_spin = \"30\"\n",
+    );
+    let host = folder
+        .host(Arc::new(Counts::default()))
+        .unwrap_or_else(|e| panic!("a slow probe must not stop the load: {e}"));
+    assert_eq!(status(&host.evaluate(&request("GET", "/ok", None))), 200);
+    assert_eq!(
+        status(&host.evaluate(&request("GET", "/spin", None))),
+        403,
+        "a request past the plugin's 1 ms deadline is still stopped"
+    );
+    // Endless at load: refused once the load-time deadline has passed.
+    folder.write_set(
+        "[[plugin]]\nname = \"misbehave\"\n[plugin.settings]\nprobe_spin = \"1000000\"\n",
+    );
+    let started = Instant::now();
+    let refused = folder
+        .host(Arc::new(Counts::default()))
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("probe")),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
 /// The epoch clock parks once no plugin has run for a second, so an idle sidecar is not
 /// woken 200 times a second; a call after that must still be stopped at its deadline,
 /// which holds only if the call wakes the clock before it runs.
