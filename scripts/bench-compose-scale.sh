@@ -46,6 +46,8 @@ grow() {
   step "scale node-agent-secure $from -> $n"
   start=$(date +%s.%N)
   dc up -d --scale node-agent-secure="$n" >"$out/up-$n.log" 2>&1
+  local up_returned
+  up_returned=$(awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN { printf "%.1f", a - b }')
   while :; do
     now=$(date +%s.%N)
     if answer=$(status_json) && [ -n "$answer" ]; then
@@ -66,10 +68,10 @@ grow() {
   restarts=$(docker ps -a -q --filter "label=com.docker.compose.project=$project" \
     | xargs -r docker inspect -f '{{.RestartCount}}' | awk '{s += $1} END {print s + 0}')
   unhealthy=$(docker ps -a -q --filter "label=com.docker.compose.project=$project" --filter health=unhealthy | wc -l)
-  printf '{"from":%s,"to":%s,"seconds":%s,"agents_live":%s,"verified":%s,"restarts":%s,"unhealthy":%s,"status_silent_polls":%s}\n' \
-    "$from" "$n" "$took" "$live" "$verified" "$restarts" "$unhealthy" "$silent" | tee -a "$out/results.jsonl" >&2
-  printf '| %s -> %s agents | %s s | %s live, %s verified | %s | %s | %s |\n' \
-    "$from" "$n" "$took" "$live" "$verified" "$restarts" "$unhealthy" "$silent" >>"$out/table.md"
+  printf '{"from":%s,"to":%s,"seconds":%s,"agents_live":%s,"verified":%s,"restarts":%s,"unhealthy":%s,"status_silent_polls":%s,"up_returned":%s}\n' \
+    "$from" "$n" "$took" "$live" "$verified" "$restarts" "$unhealthy" "$silent" "$up_returned" | tee -a "$out/results.jsonl" >&2
+  printf '| %s -> %s agents | %s s | %s s | %s live, %s verified | %s | %s | %s |\n' \
+    "$from" "$n" "$took" "$up_returned" "$live" "$verified" "$restarts" "$unhealthy" "$silent" >>"$out/table.md"
 }
 
 # Where a node's start-up went: the sidecar's own timestamps, first line to `serving`.
@@ -109,8 +111,8 @@ for n in $SCALES; do
   grow "$n" "$prev"
   prev=$n
 done
-echo "| step | until every agent live and verified | counted | restarts | unhealthy | status polls unanswered |"
-echo "|---|---|---|---|---|---|"
+echo "| step | until every agent live and verified | of which until \`up -d\` returned | counted | restarts | unhealthy | status polls unanswered |"
+echo "|---|---|---|---|---|---|---|"
 cat "$out/table.md"
 echo
 echo "| start-up phase (agents' sidecars, all steps) | figure |"

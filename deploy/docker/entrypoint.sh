@@ -88,6 +88,7 @@ listen = "0.0.0.0:9100"
 [policy]
 set = "/etc/trust-proxy/policies/$4"
 plugin_dir = "/usr/lib/trust-proxy/plugins"
+compile_cache = "/var/cache/trust-proxy/plugins"
 TOML
 }
 

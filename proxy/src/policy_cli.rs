@@ -62,6 +62,11 @@ pub struct PolicySetArgs {
     /// The folder with the plugins' .wasm files.
     #[arg(long, default_value = "target/plugins/wasm32-wasip2/release")]
     pub plugin_dir: PathBuf,
+    /// Keep the compiled plugins in this folder (writable by its owner only) and take them
+    /// from it: run `policy check` with it when a container image is built, and point the
+    /// sidecar's `policy.compile_cache` at it, so no container compiles them again.
+    #[arg(long, value_name = "DIR")]
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// Dispatch.
@@ -73,6 +78,9 @@ pub fn run(command: PolicyCommand) -> Result<()> {
             for p in host.plugins() {
                 out!("  {p}");
             }
+            if let Some((hits, misses)) = host.compile_cache_counts() {
+                out!("compile cache: {hits} taken from it, {misses} compiled into it");
+            }
             Ok(())
         }
         PolicyCommand::Test { set, cases } => test(&set, &cases),
@@ -80,12 +88,17 @@ pub fn run(command: PolicyCommand) -> Result<()> {
 }
 
 fn load(args: &PolicySetArgs) -> Result<PolicyHost> {
-    PolicyHost::new(
-        &args.set,
-        &args.plugin_dir,
-        Arc::new(SeenStore::new(1_000_000)),
-        Arc::new(NoObserver),
-    )
+    let seen = Arc::new(SeenStore::new(1_000_000));
+    match &args.compile_cache {
+        Some(dir) => PolicyHost::with_compile_cache(
+            &args.set,
+            &args.plugin_dir,
+            seen,
+            Arc::new(NoObserver),
+            dir,
+        ),
+        None => PolicyHost::new(&args.set, &args.plugin_dir, seen, Arc::new(NoObserver)),
+    }
     .map_err(|e| Error::BadInput {
         path: args.set.clone(),
         detail: e.to_string(),

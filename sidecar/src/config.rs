@@ -234,6 +234,11 @@ pub struct PolicySection {
     /// Quiet time after a change in the watched folders before the set is reloaded.
     #[serde(default = "defaults::debounce", with = "humantime_serde")]
     pub reload_debounce: Duration,
+    /// A folder of compiled plugins to take them from (and keep them in): filled when a
+    /// container image is built (`trust-proxy policy check --compile-cache`), it spares
+    /// every container the compilation. Must be writable by its owner only.
+    #[serde(default)]
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl PolicySection {
@@ -245,6 +250,7 @@ impl PolicySection {
             shadow_set: None,
             seen_capacity: defaults::seen_capacity(),
             reload_debounce: defaults::debounce(),
+            compile_cache: None,
         }
     }
 }

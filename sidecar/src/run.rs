@@ -446,13 +446,19 @@ fn policy_host(
     observer: Arc<dyn policy_host::Observer>,
     field: &str,
 ) -> Result<(Arc<PolicyHost>, policy_host::chain::Watcher)> {
-    let host = PolicyHost::new(
-        set,
-        &section.plugin_dir,
-        Arc::new(SeenStore::new(section.seen_capacity)),
-        observer,
-    )
+    let seen = Arc::new(SeenStore::new(section.seen_capacity));
+    let host = match &section.compile_cache {
+        Some(dir) => PolicyHost::with_compile_cache(set, &section.plugin_dir, seen, observer, dir),
+        None => PolicyHost::new(set, &section.plugin_dir, seen, observer),
+    }
     .map_err(|e| Error::Config(format!("config `{field}`: {e}")))?;
+    if let Some((hits, misses)) = host.compile_cache_counts() {
+        tracing::info!(
+            from_cache = hits,
+            compiled = misses,
+            "{field}: compile cache used"
+        );
+    }
     let host = Arc::new(host);
     let watch = host
         .watch(section.reload_debounce)

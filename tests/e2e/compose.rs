@@ -204,7 +204,13 @@ async fn compose_scales_five_agents_revokes_one_survives_the_authority_and_clean
     let status = get(&backend, "/trust/status").await.unwrap_or_default();
     assert_eq!(status["by_role"]["agent"]["live"], 5, "{status}");
     // Certificates are where the network's guide looks for them.
-    let certs = project.ok(&["exec", "-T", "backend-secure", "ls", "/etc/sovereign/certs/"]);
+    let certs = project.ok(&[
+        "exec",
+        "-T",
+        "backend-secure",
+        "ls",
+        "/etc/sovereign/certs/",
+    ]);
     for file in ["ca-cert.pem", "node-cert.pem", "node-key.pem"] {
         assert!(certs.lines().any(|l| l == file), "{file} in:\n{certs}");
     }

@@ -106,6 +106,8 @@ pub struct PolicyHost {
     current: ArcSwap<Chain>,
     observer: Arc<dyn Observer>,
     compiled: CompileCache,
+    /// Compiled plugins on disk, shared with other processes (optional).
+    disk_cache: Option<wasmtime::Cache>,
     /// The names in the watched folders that are the policy, refreshed per read of the set.
     interest: Arc<Interest>,
 }
@@ -119,9 +121,38 @@ impl PolicyHost {
         seen: Arc<SeenStore>,
         observer: Arc<dyn Observer>,
     ) -> Result<Self> {
+        Self::build(set_path, plugin_dir, seen, observer, None)
+    }
+
+    /// As [`Self::new`], with compiled plugins kept in and taken from `dir` (wasmtime's
+    /// compilation cache, keyed by the plugin's bytes, the engine's settings and this CPU's
+    /// features), so a plugin compiled once, e.g. when a container image is built, is not
+    /// compiled again by every process that loads it. `dir` holds native code this process
+    /// will run: it must be as trusted as the binary, so one that group or others may
+    /// write is refused ([`crate::cache::check_dir`]). A cache that cannot be written (a
+    /// read-only image folder) still serves what it holds.
+    pub fn with_compile_cache(
+        set_path: &Path,
+        plugin_dir: &Path,
+        seen: Arc<SeenStore>,
+        observer: Arc<dyn Observer>,
+        dir: &Path,
+    ) -> Result<Self> {
+        Self::build(set_path, plugin_dir, seen, observer, Some(dir))
+    }
+
+    fn build(
+        set_path: &Path,
+        plugin_dir: &Path,
+        seen: Arc<SeenStore>,
+        observer: Arc<dyn Observer>,
+        compile_cache: Option<&Path>,
+    ) -> Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        let disk_cache = compile_cache.map(crate::cache::open).transpose()?;
+        config.cache(disk_cache.clone());
         let engine = Engine::new(&config).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let clock = Clock::start(&engine)?;
         let compiled = CompileCache::default();
@@ -138,6 +169,7 @@ impl PolicyHost {
         Ok(Self {
             interest,
             compiled,
+            disk_cache,
             engine,
             clock,
             set_path: set_path.to_owned(),
@@ -162,6 +194,14 @@ impl PolicyHost {
     /// Compiled plugin versions held (those of the set in force after a reload).
     pub fn compiled_versions(&self) -> usize {
         self.compiled.len()
+    }
+
+    /// With a compile cache: how many compilations it answered and how many it did not
+    /// (each then compiled here).
+    pub fn compile_cache_counts(&self) -> Option<(usize, usize)> {
+        self.disk_cache
+            .as_ref()
+            .map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// `name@version` of each plugin in force, in order.

@@ -32,6 +32,14 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The compile cache folder cannot be used (missing, or writable by others).
+    #[error("compile cache {}: {detail}", path.display())]
+    CompileCache {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// The wasmtime engine could not be set up.
     #[error("policy engine: {0}")]
     Engine(String),

@@ -13,6 +13,7 @@
 //! | [`plugin`] | one compiled plugin: checked at load (world, probe call), a pool of reusable instances, one call |
 //! | [`chain`] | [`PolicyHost`]: the current chain, evaluation (deny wins), reload, the folder watcher |
 //! | [`epoch`] | the clock behind plugin deadlines: ticks while plugins run, parks when idle |
+//! | [`cache`] | the compile cache on disk (optional): which folders may hold compiled plugins |
 //! | [`seen`] | the seen-before store plugins share (replay windows) |
 //! | `watch` | which file events in the watched folders are the policy (the set, its plugins) |
 //! | [`error`] | [`Error`] |
@@ -26,6 +27,7 @@
 //! request at a time per instance, an instance that trapped is thrown away. A plugin's own memory therefore persists between the requests it serves; state
 //! shared across requests belongs in the host's seen-before store.
 
+pub mod cache;
 pub mod chain;
 pub mod epoch;
 pub mod error;

@@ -359,6 +359,55 @@ fn a_slow_start_up_probe_loads_but_requests_keep_their_deadline() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// A plugin compiled once into a compile cache is not compiled again by the next host
+/// (another process, e.g. each container of an image that was warmed when it was built);
+/// a cache folder others may write is refused, since it holds native code.
+#[test]
+fn a_compile_cache_spares_the_next_host_the_compilation_and_must_be_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let folder = Folder::new(
+        "[[plugin]]\nname = \"replay-window\"\n[[plugin]]\nname = \"admin-only-revoke\"\n",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cached = || {
+        PolicyHost::with_compile_cache(
+            &folder.set(),
+            folder.dir.path(),
+            Arc::new(SeenStore::new(10_000)),
+            Arc::new(Counts::default()),
+            cache.path(),
+        )
+    };
+    let first = cached().unwrap();
+    assert_eq!(first.compile_cache_counts(), Some((0, 2)), "both compiled");
+    let second = cached().unwrap();
+    assert_eq!(
+        second.compile_cache_counts(),
+        Some((2, 0)),
+        "both from the cache"
+    );
+    assert_eq!(
+        status(&second.evaluate(&request("POST", "/trust/revoke/3", Some(&["node"])))),
+        403,
+        "a cached plugin decides as a compiled one"
+    );
+    assert_eq!(
+        folder
+            .host(Arc::new(Counts::default()))
+            .unwrap()
+            .compile_cache_counts(),
+        None
+    );
+
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = cached().err().map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("chmod go-w")),
+        "{refused:?}"
+    );
+}
+
 /// The epoch clock parks once no plugin has run for a second, so an idle sidecar is not
 /// woken 200 times a second; a call after that must still be stopped at its deadline,
 /// which holds only if the call wakes the clock before it runs.
