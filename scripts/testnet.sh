@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: a whole trust network on this machine's loopback, from a fresh clone.
 # Installs what it needs (the wasm target for the policy plugins, python3-venv, a venv
-# with Flask and requests), builds trust-proxy, then runs `trust-proxy testnet`.
+# with Flask and requests, jq for the tour's commands), builds trust-proxy, then runs
+# `trust-proxy testnet`.
 # Usage: scripts/testnet.sh [--nodes 5] [--fresh] [any other `trust-proxy testnet` flag]
 #        Ctrl-C stops every process it started.
 set -euo pipefail
@@ -19,6 +20,17 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     exit 1
   fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+
+# The tour the testnet prints pipes its curl answers through jq.
+if ! command -v jq >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    step "installing jq (the tour's commands use it)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+  else
+    step "jq is missing: the tour's commands pipe through it (apt-get install jq)"
+  fi
 fi
 
 step "python venv (.venv) with deploy/apps/requirements.txt"
