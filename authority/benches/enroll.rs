@@ -87,14 +87,7 @@ async fn enroll(url: &str, n: usize, pregenerated: Option<Vec<String>>) -> (Dura
     for t in tasks {
         answers.push(t.await.unwrap());
     }
-    let status: Value = client
-        .get(format!("{url}/trust/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status(&client, url).await;
     assert_eq!(status["verified_nodes"].as_u64(), Some(n as u64));
     (started.elapsed(), answers)
 }
@@ -159,14 +152,7 @@ async fn held_polls(url: &str, signers: Vec<trust_core::MessageSigner>) {
     // Every poll has been heard (announced) once status counts them all live.
     let held_since = Instant::now();
     loop {
-        let status: Value = client
-            .get(format!("{url}/trust/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = status(&client, url).await;
         if status["by_role"]["agent"]["live"].as_u64() == Some(n as u64) {
             break;
         }
@@ -213,6 +199,18 @@ async fn held_polls(url: &str, signers: Vec<trust_core::MessageSigner>) {
     println!(
         "| all {n} held long polls answered after one revocation, from the revoke sent | p50 {w50:.1?}, p95 {w95:.1?}, max {wmax:.1?} | |"
     );
+}
+
+/// `GET /trust/status` as JSON.
+async fn status(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(format!("{url}/trust/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
