@@ -37,6 +37,13 @@ pub enum Error {
     /// The bootstrap token is missing or wrong.
     #[error("bootstrap token missing or wrong")]
     Unauthorized,
+    /// A request that must be signed with the node's current key (renewal, a CRL poll's
+    /// announcement) is unsigned or its signature was refused.
+    #[error(
+        "this request must carry a message signature made with the node's current key \
+         and certificate (X-From-Node, X-Node-Auth, X-Signature ...); it was missing or refused"
+    )]
+    NodeSignature,
     /// Refused by rule (e.g. a revoked identity re-enrolling).
     #[error("{0}")]
     Forbidden(String),
@@ -88,7 +95,7 @@ impl Error {
             Self::Core(
                 trust_core::Error::CsrRejected(_) | trust_core::Error::InvalidName { .. },
             ) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::NodeSignature => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -91,6 +91,16 @@ pub async fn run_scoped(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let refresher = (scope == Scope::Full)
         .then(|| tokio::spawn(refresh_crl(Arc::clone(&authority), shutdown.clone())));
+    // The sampler is shared by both listeners; the full one writes its summaries.
+    let summaries = (scope == Scope::Full).then(|| {
+        let (app, stop) = (Arc::clone(&authority), shutdown.clone());
+        tokio::spawn(async move {
+            app.metrics()
+                .log
+                .summarise_until(stop.cancelled_owned())
+                .await;
+        })
+    });
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -127,6 +137,9 @@ pub async fn run_scoped(
     }
     if let Some(refresher) = refresher {
         refresher.abort();
+    }
+    if let Some(summaries) = summaries {
+        let _ = summaries.await;
     }
     authority.closing().cancel();
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
@@ -186,7 +199,11 @@ async fn handle(
     let response = result.unwrap_or_else(|e| {
         if e.status().is_server_error() {
             tracing::error!(%peer, %method, %path, error = %e, blame = e.blame(), "request failed");
-        } else {
+        } else if app
+            .metrics()
+            .log
+            .admit(crate::metrics::Event::RequestRefused, Some(peer.ip()))
+        {
             tracing::info!(%peer, %method, %path, reason = %e, blame = e.blame(), "request refused");
         }
         let mut answer = json(e.status(), &serde_json::json!({ "error": e.public_reason() }));

@@ -2,6 +2,7 @@
 //! `GET /metrics`. Names follow `../shared/DESIGN.md` (the catalog, `docs/metrics.md`, comes with the monitoring issue); labels stay low-cardinality except
 //! `node_id` on the per-node certificate gauges (one series per node, by design).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::{
@@ -29,7 +30,34 @@ pub struct Metrics {
     age_days: GaugeVec,
     verification: Histogram,
     requests: HistogramVec,
+    /// Which client-caused events are logged in full (the rest are counted in
+    /// `tpm_log_lines_suppressed_total`).
+    pub log: Arc<LogSampler>,
 }
+
+/// The log events a client of the authority can cause, sampled ([`log_sampling`]): an
+/// unauthenticated client on the enrollment listener can send refused requests in a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// A request refused (4xx): a bad token, CSR or id, a refused renewal, ...
+    RequestRefused,
+    /// A node's message signature on a renewal refused.
+    NodeSignatureRefused,
+}
+
+impl log_sampling::EventKind for Event {
+    const ALL: &'static [Self] = &[Self::RequestRefused, Self::NodeSignatureRefused];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::RequestRefused => "request_refused",
+            Self::NodeSignatureRefused => "node_signature_refused",
+        }
+    }
+}
+
+/// The authority's sampler.
+pub type LogSampler = log_sampling::LogSampler<Event>;
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are constants; a failure here is a programming error caught by
@@ -139,6 +167,7 @@ impl Metrics {
             enrollments.with_label_values(&[result]);
         }
         Self {
+            log: Arc::new(must(LogSampler::new(&registry))),
             registry,
             enrollments,
             revocations,

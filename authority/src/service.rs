@@ -74,6 +74,8 @@ impl Authority {
     /// registry and publishes a fresh CRL. Returns whether the root was created now.
     pub fn open(config: AuthorityConfig, now: UnixTime) -> Result<(Self, bool)> {
         config.validate()?;
+        // The authority owns its folder: what a crash left half-written goes first.
+        trust_store::remove_interrupted_writes(&config.state_dir)?;
         let (mut dir, created) = CaDirectory::open_or_init(
             &config.state_dir,
             &config.trust_domain,
@@ -243,6 +245,7 @@ impl Authority {
             now,
             self.config.node_validity,
         )?;
+        trust_store::crash::point("authority::certificate-issued-not-recorded");
         let record = NodeRecord {
             node_id: node.get(),
             key,
@@ -277,11 +280,15 @@ impl Authority {
     /// CSR proves possession of the new key. The previous certificate stays valid until it
     /// expires, so connections using it are not dropped during rotation.
     pub fn renew(&self, request: &SignedRequest<'_>, now: UnixTime) -> Result<EnrollResponse> {
-        let id = self.signer_of("POST", request, now)?;
         let body: RenewBody = serde_json::from_slice(request.body)
             .map_err(|e| Error::BadRequest(format!("body must be JSON {{csr}}: {e}")))?;
         let csr = VerifiedCsr::from_pem(&body.csr, &self.config.names)?;
         let key = URL_SAFE_NO_PAD.encode(Sha256::digest(&csr.spki_der));
+        if let Some(record) = self.renewed_but_not_received(request, &key, now) {
+            self.metrics.count_enrollment("existing");
+            return Ok(self.answer(&record, true));
+        }
+        let id = self.signer_of("POST", request, now)?;
         let mut state = self.lock();
         if let Some(other) = state.registry.node_for_key(&key)
             && other != id.get()
@@ -297,6 +304,30 @@ impl Authority {
         Ok(self.answer(&record, false))
     }
 
+    /// A renewal asked again after the node crashed between sending it and saving the
+    /// answer: the authority recorded a certificate for the new key, so the request is
+    /// signed with the key that certificate replaced and `signer_of` would refuse it for
+    /// ever. The CSR (verified: it proves possession of the new key) is for the key of the
+    /// node's current, valid certificate, so the answer is that certificate, as a repeated
+    /// enrollment gets its own. Nothing is issued and nothing secret is disclosed.
+    fn renewed_but_not_received(
+        &self,
+        request: &SignedRequest<'_>,
+        key: &str,
+        now: UnixTime,
+    ) -> Option<NodeRecord> {
+        let id: NodeId = request.headers.from_node?.parse().ok()?;
+        let record = self
+            .lock()
+            .registry
+            .node(id.get())
+            .filter(|r| r.key == key)
+            .cloned()?;
+        let der = pem::parse(&record.certificate).ok()?.into_contents();
+        self.cache.verify(&der, now).ok()?;
+        Some(record)
+    }
+
     /// The node that signed `request` (`method` and its path), checked against the
     /// node's current certificate, which must verify now (a revoked or expired node signs
     /// nothing).
@@ -306,7 +337,7 @@ impl Authority {
         request: &SignedRequest<'_>,
         now: UnixTime,
     ) -> Result<NodeId> {
-        let from = request.headers.from_node.ok_or(Error::Unauthorized)?;
+        let from = request.headers.from_node.ok_or(Error::NodeSignature)?;
         let id: NodeId = from.parse()?;
         let current = self
             .lock()
@@ -332,8 +363,15 @@ impl Authority {
             now,
         )
         .map_err(|r| {
-            tracing::info!(node_id = %id, path = request.path, reason = r.label(), "node signature refused");
-            Error::Unauthorized
+            // No address is known here: each such event takes one of the window's places.
+            if self
+                .metrics
+                .log
+                .admit(crate::metrics::Event::NodeSignatureRefused, None)
+            {
+                tracing::info!(node_id = %id, path = request.path, reason = r.label(), "node signature refused");
+            }
+            Error::NodeSignature
         })?;
         Ok(id)
     }
@@ -383,6 +421,7 @@ impl Authority {
                 outcome = Revoked::Now;
             }
         }
+        trust_store::crash::point("authority::revocation-recorded-not-published");
         let serial = serials
             .iter()
             .map(ToString::to_string)

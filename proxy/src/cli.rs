@@ -98,6 +98,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format, &cli.log);
+    // Crash points for the fault-injection tests; nothing in a release build.
+    trust_store::crash::setup();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

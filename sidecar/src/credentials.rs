@@ -18,7 +18,9 @@
 //! | `crl.der` | the last good CRL, so a restart while the authority is down still serves |
 //!
 //! A renewal writes `node-key.pem.new` first, then replaces `node-cert.pem` (the commit
-//! point), then renames the key. Start-up rolls a half-done renewal forward or back.
+//! point), then renames the key. Start-up rolls a half-done renewal forward; one that did
+//! not reach the commit point is asked again with the same key (the authority answers with
+//! the certificate it may already have issued for it).
 
 use std::fmt;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -195,6 +197,8 @@ impl CredentialStore {
     pub async fn open(config: &SidecarConfig, authority: &AuthorityClient) -> Result<Self> {
         let dir = config.state_dir.clone();
         create_private_dir(&dir)?;
+        // What a crash left half-written (a key, a certificate, the saved CRL) goes first.
+        trust_store::remove_interrupted_writes(&dir).map_err(Error::Store)?;
         let root = load_or_fetch_root(config, authority).await?;
         let verifier = CertificateVerifier::new(root, Default::default());
         let now = UnixTime::now();
@@ -302,7 +306,7 @@ impl CredentialStore {
         if now.as_secs() < current.renew_after(renew_at) {
             return Ok(Tick::NotDue);
         }
-        let key = NodeKey::generate().map_err(Error::Core)?;
+        let key = self.renewal_key()?;
         let node = current.identity.id_string().parse().ok();
         let csr = certificate_request(&key, node, names)?;
         let answer = authority.renew(&current.signer, &csr).await?;
@@ -310,13 +314,35 @@ impl CredentialStore {
         let next_key_pem = key.to_pkcs8_pem();
         let creds = Credentials::new(key, der, &self.verifier, now)?;
         write(&self.dir.join(NEW_KEY_FILE), next_key_pem.as_bytes(), 0o600)?;
+        trust_store::crash::point("sidecar::renewed-key-saved-certificate-not");
         write(&cert_path, answer.certificate.as_bytes(), 0o644)?;
+        trust_store::crash::point("sidecar::renewed-certificate-saved-key-not-in-place");
         std::fs::rename(self.dir.join(NEW_KEY_FILE), self.dir.join(KEY_FILE))
             .map_err(|e| Error::Service(format!("renaming the renewed key into place: {e}")))?;
         self.loaded_stamp.store(Arc::new(stamp(&cert_path)));
         tracing::info!(serial = %creds.identity.serial, not_after = creds.not_after, "node certificate renewed");
         self.swap(creds);
         Ok(Tick::Renewed)
+    }
+
+    /// The key a renewal asks for: the one an interrupted renewal saved (the authority may
+    /// have issued its certificate already, and answers the same request with it), else a
+    /// new one.
+    fn renewal_key(&self) -> Result<NodeKey> {
+        match std::fs::read_to_string(self.dir.join(NEW_KEY_FILE)) {
+            Ok(pem) => match NodeKey::from_pkcs8_pem(&pem) {
+                Ok(key) => {
+                    tracing::info!("renewing with the key of the renewal a crash interrupted");
+                    return Ok(key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the interrupted renewal's key is unusable; renewing with a new one");
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::no_input(&self.dir.join(NEW_KEY_FILE))(e)),
+        }
+        NodeKey::generate().map_err(Error::Core)
     }
 
     fn swap(&self, mut next: Credentials) {
@@ -438,8 +464,11 @@ fn load_or_create_key(path: &Path) -> Result<NodeKey> {
     }
 }
 
-/// A crash during renewal leaves `node-key.pem.new`: keep it if the certificate on disk
-/// is already for it (the commit point passed), drop it otherwise.
+/// A crash during renewal leaves `node-key.pem.new`. If the certificate on disk is already
+/// for it (the commit point passed), it becomes the node key. Otherwise it stays: the
+/// authority may have recorded the renewal without the node receiving the answer (and
+/// would then accept no renewal signed with the old key), so the next renewal asks again
+/// with this key ([`CredentialStore::renewal_key`]) and gets that certificate.
 fn finish_half_done_renewal(dir: &Path, verifier: &CertificateVerifier, now: UnixTime) {
     let new_key = dir.join(NEW_KEY_FILE);
     let Ok(text) = std::fs::read_to_string(&new_key) else {
@@ -453,11 +482,14 @@ fn finish_half_done_renewal(dir: &Path, verifier: &CertificateVerifier, now: Uni
                 .and_then(|p| pem_der(&p).ok()),
         )
         .is_some_and(|(key, der)| Credentials::new(key, der, verifier, now).is_ok());
-    let outcome = if committed {
-        std::fs::rename(&new_key, dir.join(KEY_FILE))
-    } else {
-        std::fs::remove_file(&new_key)
-    };
+    if !committed {
+        tracing::warn!(
+            committed,
+            "a renewal was interrupted by a crash; the next renewal asks again with its key"
+        );
+        return;
+    }
+    let outcome = std::fs::rename(&new_key, dir.join(KEY_FILE));
     tracing::warn!(
         committed,
         ok = outcome.is_ok(),

@@ -229,7 +229,7 @@ pub async fn serve(listener: TcpListener, egress: Arc<Egress>, shutdown: Cancell
 pub async fn handle(egress: &Egress, req: Request<Incoming>) -> Response<ResponseBody> {
     match sign_and_relay(egress, req).await {
         Ok(response) => response,
-        Err(refusal) => refusal.respond(Direction::Egress, &egress.metrics),
+        Err(refusal) => refusal.respond(Direction::Egress, &egress.metrics, None),
     }
 }
 

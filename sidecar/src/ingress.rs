@@ -31,7 +31,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use request_path::{RoutePrefix, canonical_path};
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
@@ -40,11 +39,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use trust_core::signature::{self, verify_request};
 use trust_core::{
     PeerIdentity, ReceivedHeaders, RequestParts, SignatureWindow, TrustCache, UnixTime,
 };
 
+use crate::log_sampling::Event;
 use crate::metrics::Metrics;
 use crate::placement::{Arrival, Counted, Placement};
 use crate::policy::{Admission, AdmissionRequest, Decision, SignatureFacts};
@@ -264,7 +265,7 @@ async fn serve_placed(
     shutdown: CancellationToken,
     placed: Option<(Placement, UnboundedReceiver<Arrival>)>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let (placement, mut inbox) = match placed {
         Some((placement, inbox)) => (Some(placement), Some(inbox)),
         None => (None, None),
@@ -318,12 +319,11 @@ async fn serve_placed(
         };
         let _ = stream.set_nodelay(true);
         let held = (permit, counted);
-        let watcher = graceful.watcher();
-        tokio::spawn(serve_counted(
+        connections.spawn(serve_counted(
             Arc::clone(&ingress),
             stream,
             peer,
-            watcher,
+            shutdown.child_token(),
             on_thread.clone(),
             held,
         ));
@@ -331,8 +331,9 @@ async fn serve_placed(
     drop(listener);
     // Threads still accepting now serve their connections themselves.
     drop(inbox);
+    connections.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("ingress drained"),
+        () = connections.wait() => tracing::info!("ingress drained"),
         _ = tokio::time::sleep(ingress.settings.drain) => {
             tracing::warn!(grace = ?ingress.settings.drain, "ingress drain timed out; closing the remaining connections");
         }
@@ -365,12 +366,13 @@ fn place(
 
 /// Serves one connection, counted in the open-connection gauges (the sidecar's and this
 /// thread's) while it lasts; `held` (its slot under the limit and its place in the
-/// thread's count) is released when it ends.
+/// thread's count) is released when it ends. Cancelling `close` (a child of the ingress's
+/// shutdown) ends it gracefully.
 async fn serve_counted(
     ingress: Arc<Ingress>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
+    close: CancellationToken,
     on_thread: Option<prometheus::IntGauge>,
     held: (OwnedSemaphorePermit, Option<Counted>),
 ) {
@@ -379,7 +381,7 @@ async fn serve_counted(
     if let Some(g) = &on_thread {
         g.inc();
     }
-    serve_connection(&ingress, stream, peer, watcher).await;
+    serve_connection(&ingress, stream, peer, close).await;
     if let Some(g) = &on_thread {
         g.dec();
     }
@@ -493,7 +495,13 @@ async fn handshake(
                 .handshake_failures
                 .with_label_values(&[reason])
                 .inc();
-            tracing::info!(%peer, error = %e, "TLS handshake refused");
+            if ingress
+                .metrics
+                .log
+                .admit(Event::TlsHandshakeRefused, Some(peer.ip()))
+            {
+                tracing::info!(%peer, error = %e, "TLS handshake refused");
+            }
             return None;
         }
         Err(_) => {
@@ -502,7 +510,13 @@ async fn handshake(
                 .handshake_failures
                 .with_label_values(&["timeout"])
                 .inc();
-            tracing::info!(%peer, "TLS handshake timed out");
+            if ingress
+                .metrics
+                .log
+                .admit(Event::TlsHandshakeTimeout, Some(peer.ip()))
+            {
+                tracing::info!(%peer, "TLS handshake timed out");
+            }
             return None;
         }
     };
@@ -516,7 +530,13 @@ async fn handshake(
                     .handshake_failures
                     .with_label_values(&["certificate"])
                     .inc();
-                tracing::info!(%peer, reason = %e, "peer refused after handshake");
+                if ingress
+                    .metrics
+                    .log
+                    .admit(Event::PeerRefusedAfterHandshake, Some(peer.ip()))
+                {
+                    tracing::info!(%peer, reason = %e, "peer refused after handshake");
+                }
                 return None;
             }
         },
@@ -528,20 +548,29 @@ async fn handshake(
     ))
 }
 
+/// One connection: the handshake, then HTTP until the client leaves, the connection fails,
+/// or `close` is cancelled (the sidecar shuts down, or a refusal ended the connection:
+/// [`Refusal::ends_connection`]), which ends it gracefully (HTTP/1: after the answer in
+/// flight; HTTP/2: GOAWAY, streams in flight finish).
 async fn serve_connection(
     ingress: &Arc<Ingress>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
+    close: CancellationToken,
 ) {
     let Some((tls, verified)) = handshake(ingress, stream, peer).await else {
         return;
     };
+    let client = Client {
+        peer: verified,
+        address: peer.ip(),
+        close: close.clone(),
+    };
     let service = {
         let ingress = Arc::clone(ingress);
         service_fn(move |req| {
-            let (ingress, verified) = (Arc::clone(&ingress), verified.clone());
-            async move { Ok::<_, Infallible>(handle(&ingress, verified.as_deref(), req).await) }
+            let (ingress, client) = (Arc::clone(&ingress), client.clone());
+            async move { Ok::<_, Infallible>(handle(&ingress, &client, req).await) }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -562,9 +591,28 @@ async fn serve_connection(
     let connection = builder
         .serve_connection(TokioIo::new(tls), service)
         .into_owned();
-    if let Err(e) = watcher.watch(connection).await {
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = close.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
+}
+
+/// Who is on a connection, for each of its requests.
+#[derive(Clone)]
+pub struct Client {
+    /// The verified peer; `None` for an anonymous client.
+    pub peer: Option<Arc<ConnectionPeer>>,
+    /// The remote address (the key of log sampling).
+    pub address: std::net::IpAddr,
+    /// Cancelled to end the connection after the answer.
+    pub close: CancellationToken,
 }
 
 fn covered(prefixes: &[RoutePrefix], path: &str) -> bool {
@@ -603,16 +651,22 @@ impl ConnectionPeer {
     }
 }
 
-/// One inbound request; `peer` is `None` for an anonymous client. The steps run in order
-/// and the first refusal ends the request ([`Refusal::respond`] answers, counts and logs).
+/// One inbound request from `client`. The steps run in order and the first refusal ends
+/// the request ([`Refusal::respond`] answers, counts and logs), and the connection too
+/// when the client can never be admitted on it.
 pub async fn handle(
     ingress: &Ingress,
-    peer: Option<&ConnectionPeer>,
+    client: &Client,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    match admit_and_forward(ingress, peer, req).await {
+    match admit_and_forward(ingress, client, req).await {
         Ok(response) => response,
-        Err(refusal) => refusal.respond(Direction::Ingress, &ingress.metrics),
+        Err(refusal) => {
+            if refusal.ends_connection() {
+                client.close.cancel();
+            }
+            refusal.respond(Direction::Ingress, &ingress.metrics, Some(client.address))
+        }
     }
 }
 
@@ -620,9 +674,10 @@ pub async fn handle(
 /// identity headers, forward.
 async fn admit_and_forward(
     ingress: &Ingress,
-    peer: Option<&ConnectionPeer>,
+    client: &Client,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Refusal> {
+    let peer = client.peer.as_deref();
     let identity = peer.map(|p| &*p.identity);
     let time = UnixTime::now();
     let started = Instant::now();
@@ -647,7 +702,7 @@ async fn admit_and_forward(
         .verification
         .observe(started.elapsed().as_secs_f64());
     strip_hop_by_hop(&mut parts.headers);
-    ask_policy(ingress, identity, &parts, &view, verified.as_ref(), time)?;
+    ask_policy(ingress, client, &parts, &view, verified.as_ref(), time)?;
     set_identity_headers(&mut parts.headers, peer, verified.is_some(), &view);
     parts.uri = view.origin_form(&uri)?;
     parts.version = http::Version::HTTP_11;
@@ -794,12 +849,13 @@ async fn check_signature(
 /// plugin and version, why) and returned as a [`Refusal::Policy`].
 fn ask_policy(
     ingress: &Ingress,
-    identity: Option<&PeerIdentity>,
+    client: &Client,
     parts: &http::request::Parts,
     view: &RequestView<'_>,
     verified: Option<&trust_core::VerifiedSignature>,
     time: UnixTime,
 ) -> Result<(), Refusal> {
+    let identity = client.peer.as_deref().map(|p| &*p.identity);
     let decision = ingress.admission.decide(&AdmissionRequest {
         method: parts.method.as_str(),
         path: &view.path,
@@ -822,14 +878,20 @@ fn ask_policy(
     else {
         return Ok(());
     };
-    tracing::info!(
-        peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
-        method = %parts.method,
-        path = %view.path,
-        plugin = %by,
-        %reason,
-        "request denied by policy"
-    );
+    if ingress
+        .metrics
+        .log
+        .admit(Event::PolicyDenied, Some(client.address))
+    {
+        tracing::info!(
+            peer = identity.map_or("anonymous", |i| i.spiffe_id.as_str()),
+            method = %parts.method,
+            path = %view.path,
+            plugin = %by,
+            %reason,
+            "request denied by policy"
+        );
+    }
     Err(Refusal::Policy {
         status,
         reason,

@@ -42,6 +42,7 @@
 //! | [`crl_source`] | the CRL the sidecar trusts: the saved copy, the first fetch, the long poll; verified, installed, saved |
 //! | [`admin`] | `/metrics`, `/healthz`, `/readyz` |
 //! | [`metrics`] | the sidecar's Prometheus metrics, one registry per sidecar |
+//! | [`log_sampling`] | refusals a client causes reach the log at a bounded rate; the metrics count every one |
 //! | [`body`] | the body types the request path passes on |
 //! | [`error`] | [`SidecarError`]: what stops the sidecar, and its exit code |
 
@@ -54,6 +55,7 @@ pub mod crl_source;
 pub mod egress;
 pub mod error;
 pub mod ingress;
+pub mod log_sampling;
 pub mod metrics;
 pub mod placement;
 pub mod policy;

@@ -13,6 +13,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::log_sampling::LogSampler;
+
 /// Every metric the sidecar exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -64,6 +66,9 @@ pub struct Metrics {
     /// Identity headers (any spelling of `x-verified-*`, `x-forwarded-*`, `forwarded`, ...)
     /// that arrived from outside and were removed before the request went further.
     pub identity_headers_removed: IntCounter,
+    /// Which client-caused events are logged in full (the rest are counted in
+    /// `tpm_log_lines_suppressed_total`).
+    pub log: Arc<LogSampler>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -288,6 +293,7 @@ impl Metrics {
                 "tpm_ready",
                 "1 when the sidecar has a valid certificate and a current CRL",
             ),
+            log: Arc::new(must(LogSampler::new(&registry))),
             registry,
         };
         metrics.start_known_series_at_zero();

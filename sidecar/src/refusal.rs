@@ -11,6 +11,7 @@
 //! to the log and the metric label.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE};
@@ -18,6 +19,7 @@ use http::{HeaderValue, Response, StatusCode};
 use trust_core::SignatureRejection;
 
 use crate::body::{ResponseBody, full};
+use crate::log_sampling::Event;
 use crate::metrics::Metrics;
 
 /// Which side of the sidecar a request was refused on.
@@ -221,15 +223,39 @@ impl Refusal {
         })
     }
 
-    /// Counts the refusal (`tpm_requests_total` and the counter of its kind), logs it, and
-    /// builds the answer.
-    pub fn respond(self, direction: Direction, metrics: &Metrics) -> Response<ResponseBody> {
+    /// Whether the connection ends after this answer: the body was left unread, or the
+    /// connection's own client can never be admitted on it (its certificate revoked or
+    /// expired, or it presented none). Answering such a client again and again on one
+    /// keep-alive connection would cost it nothing; reconnecting costs it a handshake,
+    /// which is refused.
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BodyTooLarge { close: true }
+                | Self::PeerNoLongerTrusted(_)
+                | Self::CertificateRequired
+                | Self::SignatureWithoutCertificate
+        )
+    }
+
+    /// Counts the refusal (`tpm_requests_total` and the counter of its kind), logs it
+    /// (sampled: [`crate::log_sampling`], keyed by the client's address `from`), and builds
+    /// the answer; `Connection: close` on HTTP/1 when [`Self::ends_connection`].
+    pub fn respond(
+        self,
+        direction: Direction,
+        metrics: &Metrics,
+        from: Option<IpAddr>,
+    ) -> Response<ResponseBody> {
         metrics.request(direction.label(), self.outcome());
         self.count_reason(direction, metrics);
-        self.log(direction);
-        let close = matches!(self, Self::BodyTooLarge { close: true });
+        if let Some(event) = self.log_event()
+            && metrics.log.admit(event, from)
+        {
+            self.log(direction);
+        }
         let mut response = json_error(self.status(), &self.public_reason());
-        if close {
+        if self.ends_connection() {
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -259,6 +285,21 @@ impl Refusal {
         }
     }
 
+    /// The kind of log line this refusal writes, if any ([`crate::log_sampling`] budgets
+    /// each kind). Policy denials are logged where they are decided, with the request.
+    fn log_event(&self) -> Option<Event> {
+        Some(match self {
+            Self::PeerNoLongerTrusted(_) => Event::PeerNoLongerTrusted,
+            Self::Signature { .. } => Event::SignatureRefused,
+            Self::AppUnreachable(_)
+            | Self::PeerUnreachable(_)
+            | Self::PeerCertificate(_)
+            | Self::PeerNameNotUsable(_) => Event::UpstreamFailed,
+            Self::SigningFailed(_) => Event::SigningFailed,
+            _ => return None,
+        })
+    }
+
     fn log(&self, direction: Direction) {
         let direction = direction.label();
         match self {
@@ -267,11 +308,6 @@ impl Refusal {
             }
             Self::Signature { rejection, peer } => {
                 tracing::warn!(direction, %peer, reason = rejection.label(), "message signature refused");
-            }
-            Self::Policy { reason, by, .. } => {
-                // The decision record: which plugin (and version), why; the ingress adds
-                // who and what in its own span.
-                tracing::info!(direction, plugin = %by, %reason, "request denied by policy");
             }
             Self::AppUnreachable(error)
             | Self::PeerUnreachable(error)
@@ -380,7 +416,7 @@ mod tests {
                 .requests
                 .with_label_values(&[direction.label(), outcome])
                 .get();
-            let response = refusal.respond(direction, &metrics);
+            let response = refusal.respond(direction, &metrics, None);
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(
                 metrics
@@ -420,9 +456,11 @@ mod tests {
     #[test]
     fn a_body_left_unread_closes_the_connection() {
         let metrics = Metrics::new();
-        let closed = Refusal::BodyTooLarge { close: true }.respond(Direction::Ingress, &metrics);
+        let closed =
+            Refusal::BodyTooLarge { close: true }.respond(Direction::Ingress, &metrics, None);
         assert_eq!(closed.headers()[CONNECTION], "close");
-        let kept = Refusal::BodyTooLarge { close: false }.respond(Direction::Ingress, &metrics);
+        let kept =
+            Refusal::BodyTooLarge { close: false }.respond(Direction::Ingress, &metrics, None);
         assert!(kept.headers().get(CONNECTION).is_none());
     }
 }

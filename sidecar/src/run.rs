@@ -210,6 +210,8 @@ impl Sidecar {
         } = self;
         let mut tasks = JoinSet::new();
         tasks.spawn(crls.run(shutdown.clone()));
+        let (log, stop) = (Arc::clone(&metrics.log), shutdown.clone());
+        tasks.spawn(async move { log.summarise_until(stop.cancelled_owned()).await });
 
         let settings = ingress_settings(&config, &credentials, addresses.ingress)?;
         let ingress = Arc::new(Ingress::new(
@@ -255,6 +257,7 @@ impl Sidecar {
         upkeep.until(&shutdown, &reload).await;
         while tasks.join_next().await.is_some() {}
         admin_stop.cancel();
+        metrics.log.flush_all();
         tracing::info!("sidecar stopped");
         Ok(())
     }

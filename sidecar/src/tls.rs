@@ -92,12 +92,14 @@ impl ClientCertVerifier for TrustClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.cache.verify(end_entity, now) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
+            // Debug only: the ingress logs the refused handshake once, with the client's
+            // address and this reason, under its log sampling (anyone can cause this).
             Err(trust_core::Error::CertificateRejected(r)) => {
-                tracing::info!(reason = r.label(), "client certificate refused");
+                tracing::debug!(reason = r.label(), "client certificate refused");
                 Err(tls_error(&r))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "client certificate check failed");
+                tracing::debug!(error = %e, "client certificate check failed");
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
                 ))

@@ -1,6 +1,7 @@
 //! The sidecar's inbound path, in process on 127.0.0.1: a verified peer's request reaches
 //! the app with identity headers it set (spoofed ones removed); a peer revoked while its
-//! keep-alive connection is open is refused on its next request; signatures are required
+//! keep-alive connection is open is refused on its next request, which ends the connection
+//! (HTTP/1 and HTTP/2); signatures are required
 //! where configured and bound to the TLS peer; connections spread over ingress threads are
 //! served, revoked and drained alike; an oversized body is 413 and a dead app 502. The
 //! harness is `support::ingress`.
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::ingress::{
     Node, PKI, connect, crl, send, serving, signed, start_node, start_node_on_threads,
 };
+use crate::support::net::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_peer_reaches_the_app_with_identity_headers_and_spoofed_ones_never_do() {
@@ -42,7 +44,7 @@ async fn a_verified_peer_reaches_the_app_with_identity_headers_and_spoofed_ones_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_revoked_during_a_keep_alive_connection_is_refused_on_its_next_request() {
+async fn a_peer_revoked_during_a_keep_alive_connection_is_refused_once_and_loses_it() {
     let node = start_node().await;
     let peer = PKI.node(2);
     let mut conn = connect(&node, &peer).await;
@@ -57,6 +59,47 @@ async fn a_peer_revoked_during_a_keep_alive_connection_is_refused_on_its_next_re
         1,
         "the app never saw the refused request"
     );
+    // The answer ends the connection: looping on it would cost the revoked peer nothing.
+    eventually(Duration::from_secs(5), "the connection closed", || {
+        let closed = conn.is_closed();
+        async move { closed }
+    })
+    .await;
+    assert!(conn.ready().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_revoked_peer_gets_goaway_after_its_refusal() {
+    let node = start_node().await;
+    let peer = PKI.node(3);
+    let tls = crate::support::connect_h2_tls(&node, &peer).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    async fn get(client: &mut h2::client::SendRequest<bytes::Bytes>, url: String) -> u16 {
+        let request = http::Request::get(url).body(()).unwrap();
+        let (answer, _) = client.send_request(request, true).unwrap();
+        let answer = answer.await.unwrap();
+        let status = answer.status().as_u16();
+        let mut body = answer.into_body();
+        while let Some(chunk) = body.data().await {
+            let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+        }
+        status
+    }
+    let url = |path: &str| format!("https://{}{path}", node.authority);
+    assert_eq!(get(&mut client, url("/a")).await, 200);
+    node.cache
+        .install_crl(crl(&[&peer.cert.serial], 2))
+        .unwrap();
+    assert_eq!(get(&mut client, url("/b")).await, 403);
+    // GOAWAY, then the server closes: the client's connection task ends.
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the server ended the HTTP/2 connection")
+        .unwrap()
+        .ok();
+    assert_eq!(node.app_hits.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,9 @@
 //! - The ingress in process: `ingress` (its inbound path), `bad_input` (TLS, HTTP/1,
 //!   HTTP/2 and signature refusals), `request_view` (what the app sees is what was checked).
 //! - The authority: `authority_crash` (nothing acknowledged is lost).
+//! - Attack and fault: `abuse` (refused clients lose their connection and cannot grow the
+//!   log), `faults` (SIGKILL at named crash points: nothing acknowledged lost, nothing
+//!   half-written served, the next start recovers).
 //! - Whole networks: `testnet`, `monitoring` (Prometheus against a testnet), `soak`,
 //!   `compose` (Docker), `k8s` (the manifests), `live_nodes` (what running sidecars
 //!   declare, and the example aggregator's quorum following it).
@@ -20,11 +23,13 @@
 
 mod support;
 
+mod abuse;
 mod authority_crash;
 mod bad_input;
 mod calls;
 mod cli_exit_codes;
 mod compose;
+mod faults;
 mod ingress;
 mod k8s;
 mod live_nodes;

@@ -178,6 +178,53 @@ async fn a_node_renews_for_a_new_key_only_when_signed_with_its_current_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_asked_again_with_the_replaced_key_gets_the_recorded_certificate_and_nothing_more()
+ {
+    // The node crashed after the authority recorded its renewal and before saving the
+    // answer: it still holds only the replaced key, and asks again for the same new key.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let (_, a, signer_a) = s.enrolled_node().await;
+    let (_, _, signer_m) = s.enrolled_node().await;
+    let (_, new_csr) = key_and_csr().await;
+    let (code, renewed) = renew(&s, &signer_a, &new_csr, false).await;
+    assert_eq!(code, 200, "{renewed}");
+    let (code, again) = renew(&s, &signer_a, &new_csr, false).await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again["certificate"], renewed["certificate"],
+        "nothing new issued"
+    );
+    assert_eq!(again["existing"], true);
+    assert_eq!(
+        s.get("/trust/certificate/1").await.1["certificate"],
+        renewed["certificate"]
+    );
+    // Only for the key of the node's current certificate: a fresh key signed with the
+    // replaced one is refused, saying what the request lacks.
+    let (_, other_csr) = key_and_csr().await;
+    let (code, refused) = renew(&s, &signer_a, &other_csr, false).await;
+    assert_eq!(code, 401, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("node's current key"),
+        "{refused}"
+    );
+    // Another node presenting node 1's renewal CSR is answered as node 1's holder would
+    // be only if it names node 1; naming itself it is a conflict, never a certificate.
+    let (code, taken) = renew(&s, &signer_m, &new_csr, false).await;
+    assert_eq!(code, 409, "{taken}");
+    // A revoked node gets nothing, not even its recorded certificate.
+    assert_eq!(s.post("/trust/revoke/1", None).await.0, 200);
+    let (code, revoked) = renew(&s, &signer_a, &new_csr, false).await;
+    assert_ne!(code, 200, "{revoked}");
+    assert_ne!(a["serial"], renewed["serial"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renewal_with_a_duplicated_signature_header_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path()).await;

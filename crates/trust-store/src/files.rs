@@ -16,11 +16,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(Error::io(dir))?;
-    tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
+    // Two writes so a crash test can stop the process with half the bytes written.
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    tmp.write_all(head).map_err(Error::io(tmp.path()))?;
+    crate::crash::file_point("half-written", path);
+    tmp.write_all(tail).map_err(Error::io(tmp.path()))?;
     tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
     tmp.persist(path).map_err(|e| Error::Io {
         path: path.to_owned(),
@@ -30,6 +34,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(Error::io(dir))
 }
+
+/// Removes the temp files [`write_atomic`] left in `dir` when the process died mid-write
+/// (never read: the file they were to replace still holds its old content). Call at
+/// start-up, before anything else writes in `dir`; returns how many were removed.
+pub fn remove_interrupted_writes(dir: &Path) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir))?;
+        let is_temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if is_temp {
+            fs::remove_file(entry.path()).map_err(Error::io(&entry.path()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::warn!(dir = %dir.display(), removed, "removed files left half-written by a crash");
+    }
+    Ok(removed)
+}
+
+/// The name prefix of [`write_atomic`]'s temp files.
+const TEMP_PREFIX: &str = ".tmp-";
 
 /// Creates `dir` (and parents) if missing, mode 0700 for new folders.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
@@ -154,6 +186,27 @@ mod tests {
         ));
         let missing = read_secret(&dir.path().join("none")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }), "{missing}");
+    }
+
+    #[test]
+    fn what_a_crash_left_half_written_is_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("crl.der"), b"whole", 0o644).unwrap();
+        fs::write(dir.path().join(".tmp-AbC123"), b"hal").unwrap();
+        fs::write(dir.path().join("tmp-not-ours"), b"x").unwrap();
+        fs::create_dir(dir.path().join(".tmp-folder")).unwrap();
+        assert_eq!(remove_interrupted_writes(dir.path()).unwrap(), 1);
+        let mut left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-folder", "crl.der", "tmp-not-ours"]);
+        assert_eq!(fs::read(dir.path().join("crl.der")).unwrap(), b"whole");
+        assert_eq!(
+            remove_interrupted_writes(&dir.path().join("none")).unwrap(),
+            0
+        );
     }
 
     #[test]

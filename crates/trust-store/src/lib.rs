@@ -11,7 +11,8 @@
 //! | `crl.pem`, `crl.der` | 0644 | the last published CRL |
 //!
 //! Every write is crash-safe ([`write_atomic`]: temp file, fsync, rename, fsync the
-//! folder), so after `kill -9` a file holds either its old or its new content. A
+//! folder), so after `kill -9` a file holds either its old or its new content, and the
+//! temp file a crash left is removed at the next open ([`remove_interrupted_writes`]). A
 //! revocation is on disk before [`CaDirectory::revoke`] returns.
 //!
 //! # Layout
@@ -19,13 +20,15 @@
 //! | module | what |
 //! |---|---|
 //! | [`files`] | [`write_atomic`] and permission checks |
+//! | [`crash`] | crash points for the fault-injection tests (the `failpoints` feature) |
 //! | [`ca_dir`] | [`CaDirectory`]: init, open, revoke, publish the CRL |
 //! | [`error`] | [`Error`] |
 
 pub mod ca_dir;
+pub mod crash;
 pub mod error;
 pub mod files;
 
 pub use ca_dir::{CaDirectory, RevocationRecord, Revoked};
 pub use error::{Error, Result};
-pub use files::{EXPOSED_SECRET, SecretFile, read_secret, write_atomic};
+pub use files::{EXPOSED_SECRET, SecretFile, read_secret, remove_interrupted_writes, write_atomic};

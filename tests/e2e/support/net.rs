@@ -103,12 +103,30 @@ impl Net {
         peers: &[(&str, &str, u32)],
         env: &[(&str, &str)],
     ) -> Served {
+        self.spawn_sidecar(id, upstream, peers, env, &["--log", "info,sidecar=debug"])
+    }
+
+    /// Node `id`'s sidecar (no peers) logging as an operator runs it: JSON lines at the
+    /// default level, not the tests' `sidecar=debug`; with environment overrides.
+    pub fn sidecar_as_operator(&self, id: u32, upstream: &str, env: &[(&str, &str)]) -> Served {
+        self.spawn_sidecar(id, upstream, &[], env, &["--log-format", "json"])
+    }
+
+    fn spawn_sidecar(
+        &self,
+        id: u32,
+        upstream: &str,
+        peers: &[(&str, &str, u32)],
+        env: &[(&str, &str)],
+        log: &[&str],
+    ) -> Served {
         let config = self.config(id, upstream, peers);
         let dir = self.tmp.path().join(format!("node-{id}"));
         let file = dir.join("sidecar.toml");
         std::fs::write(&file, config.to_toml().unwrap()).unwrap();
         let mut cmd = trust_proxy();
-        cmd.args(["--log", "info,sidecar=debug", "run", "--config"])
+        cmd.args(log)
+            .args(["run", "--config"])
             .arg(&file)
             .env_remove("TRUST_PROXY_CONFIG")
             .envs(env.iter().copied());
@@ -328,12 +346,21 @@ pub async fn mtls(
     key: &std::path::Path,
     cert: &std::path::Path,
 ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>, String> {
+    mtls_with(addr, std::sync::Arc::new(mtls_config(ca, key, cert))).await
+}
+
+/// A client config trusting `ca` and presenting `key`/`cert` (PEM files).
+pub fn mtls_config(
+    ca: &std::path::Path,
+    key: &std::path::Path,
+    cert: &std::path::Path,
+) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap())
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -343,9 +370,17 @@ pub async fn mtls(
         vec![rustls::pki_types::CertificateDer::from_pem_file(cert).unwrap()],
         rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// An HTTP/1.1 connection over TLS to `addr` with `config`; the error if the handshake
+/// fails as the client sees it.
+pub async fn mtls_with(
+    addr: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>, String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
@@ -598,7 +633,7 @@ impl Drop for InProcess {
 
 /// The value of the metric line starting with `series` at the admin listener `admin` (0 if
 /// absent).
-async fn metric_at(admin: &str, series: &str) -> f64 {
+pub async fn metric_at(admin: &str, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()

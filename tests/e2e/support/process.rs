@@ -75,8 +75,19 @@ impl AuthorityProcess {
 
     /// As [`Self::start`], with extra arguments (e.g. `--crl-validity 10s`).
     pub fn start_with(state: &Path, token_file: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(state, token_file, extra, &[])
+    }
+
+    /// As [`Self::start_with`], with environment variables (e.g. `FAILPOINTS`).
+    pub fn start_with_env(
+        state: &Path,
+        token_file: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead as _;
         let mut child = trust_proxy()
+            .envs(env.iter().copied())
             .args(["authority", "--listen", "127.0.0.1:0", "--state-dir"])
             .arg(state)
             .arg("--bootstrap-token-file")
