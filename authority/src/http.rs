@@ -124,6 +124,8 @@ pub async fn run_scoped(
             let app = Arc::clone(&app);
             async move { Ok::<_, Infallible>(handle(app, req, peer, scope).await) }
         });
+        // The first byte has a deadline: hyper's protocol detection has none.
+        let stream = first_byte::FirstByteWithin::new(stream, HEADER_READ_TIMEOUT);
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -29,6 +29,12 @@ mod signals;
 
 pub use error::{Error, Result};
 
+/// jemalloc with its background threads, which hand freed memory back to the system within
+/// seconds of a burst of connections ending; glibc's malloc keeps it in its arenas for
+/// good (measured in docs/BENCHMARKS.md, "Memory after a flood").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     cli::main()
 }

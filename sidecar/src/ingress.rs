@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use first_byte::FirstByteWithin;
 use http::header::{HOST, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt as _, Limited};
@@ -270,6 +271,11 @@ async fn serve_placed(
         Some((placement, inbox)) => (Some(placement), Some(inbox)),
         None => (None, None),
     };
+    // Connections to the app left idle by a burst are closed once stale, traffic or not.
+    tokio::spawn({
+        let (pool, stop) = (Arc::clone(&ingress.upstream), shutdown.clone());
+        async move { pool.close_stale_until(stop.cancelled_owned()).await }
+    });
     // This thread's share of the open connections, when it is one of several.
     let on_thread = placement.as_ref().map(|p| {
         ingress
@@ -588,6 +594,9 @@ async fn serve_connection(
         .max_pending_accept_reset_streams(Some(64))
         .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    // The first byte has a deadline too: the protocol detection before hyper's own timers
+    // would wait for it for ever.
+    let tls = FirstByteWithin::new(tls, ingress.settings.header_read_timeout);
     let connection = builder
         .serve_connection(TokioIo::new(tls), service)
         .into_owned();

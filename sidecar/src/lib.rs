@@ -22,7 +22,7 @@
 //! |---|---|
 //! | accept, pick an ingress thread, TLS with client certificates | [`ingress`], [`placement`], [`tls`] |
 //! | re-check the peer against the current CRL | [`ingress`] over `trust-core`'s trust cache |
-//! | limits (headers, body, time) | [`ingress`] |
+//! | limits (headers, body, time; the first byte after the handshake: the `first-byte` crate) | [`ingress`] |
 //! | the request's one reading: canonical path, one authority, identity headers from outside removed | [`request_view`] |
 //! | the RSA-PSS message signature | [`ingress`] over `trust-core` |
 //! | the policy chain | [`policy`] over `policy-host` |

@@ -34,8 +34,11 @@ use hyper_util::rt::TokioIo;
 use crate::body::UpstreamBody;
 use crate::refusal::Refusal;
 
-/// Idle connections kept per thread at most; more are closed when their answer ends.
-const MAX_IDLE: usize = 512;
+/// Idle connections kept per thread at most; more are closed when their answer ends. A burst
+/// of N concurrent requests opens N connections; at 512 a flood left a thousand idle ones
+/// (their buffers, about 11 MB) for a minute after it ended. 64 per thread still covers the
+/// concurrency the benchmarks run (docs/BENCHMARKS.md).
+const MAX_IDLE: usize = 64;
 
 /// Idle time after which a reused connection may meet the app closing it, so an idempotent
 /// request without a body sent on it is kept for one more try.
@@ -188,14 +191,35 @@ impl UpstreamPool {
     fn keep(&self, sender: SendRequest<UpstreamBody>) {
         let now = Instant::now();
         let mut idle = self.lock();
-        // The oldest entries sit at the bottom (LIFO use); close those idle too long.
+        self.drop_stale(&mut idle, now);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    /// Closes the connections idle for `idle_timeout` or longer. The oldest entries sit at
+    /// the bottom (LIFO use).
+    fn drop_stale(&self, idle: &mut Vec<Idle>, now: Instant) {
         let stale = idle
             .iter()
             .take_while(|e| now.duration_since(e.since) >= self.idle_timeout)
             .count();
         idle.drain(..stale);
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: now });
+    }
+
+    /// Closes idle connections once they are stale, every half `idle_timeout`, until `stop`:
+    /// without traffic nothing else would (a request or an answer is what sweeps).
+    pub async fn close_stale_until(&self, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(self.idle_timeout / 2);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = tick.tick() => {
+                    let mut idle = self.lock();
+                    self.drop_stale(&mut idle, Instant::now());
+                }
+            }
         }
     }
 
@@ -447,6 +471,26 @@ mod tests {
     async fn read_all(pool: &Arc<UpstreamPool>, path: &str) -> Bytes {
         let response = pool.send(request(path)).await.unwrap();
         response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_once_stale_even_without_traffic() {
+        let (addr, _) = app(ok, None).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        assert_eq!(read_all(&pool, "/").await, "ok");
+        assert_eq!(idle_after_returns(&pool, 1).await, 1);
+        tokio::time::pause();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sweeper = {
+            let (pool, stop) = (Arc::clone(&pool), stop.clone());
+            tokio::spawn(async move { pool.close_stale_until(stop.cancelled_owned()).await })
+        };
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert_eq!(pool.idle_count(), 1, "not stale yet");
+        tokio::time::sleep(Duration::from_secs(46)).await;
+        assert_eq!(pool.idle_count(), 0, "closed with no request to sweep it");
+        stop.cancel();
+        sweeper.await.unwrap();
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! loses the connection; reconnecting with the revoked certificate, with a certificate from
 //! a foreign CA, or stalling handshakes writes log lines at a bounded rate (sampling), while
 //! the counters keep every event and the legitimate client never fails. The same holds for
-//! the authority's enrollment listener under a loop of bad enrollments.
+//! the authority's enrollment listener under a loop of bad enrollments. And the memory a
+//! flood of connections took comes back once they are gone.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -357,4 +358,69 @@ async fn bad_enrollments_in_a_loop_cannot_grow_the_authoritys_log() {
         GUESSES,
         "each refusal in the log, in full or summed"
     );
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_taken_by_a_flood_of_connections_comes_back_once_they_are_gone() {
+    /// Connections in the flood, each through a full handshake and one request, held open.
+    const FLOOD: usize = 400;
+    /// How far above its idle level the sidecar may stay once the flood is gone.
+    const SLACK_MIB: f64 = 6.0;
+    let net = Net::start(&[]);
+    let app = net.app("b", None);
+    let b = net.sidecar_as_operator(1, app.addr(""), &[]);
+    let ingress = b.addr("ingress").to_owned();
+    drop(net.in_process(2, "127.0.0.1:9", &[]).await);
+    let state = |id: u32| net.tmp.path().join(format!("node-{id}/state"));
+    let client = Arc::new(mtls_config(
+        &state(1).join("ca-cert.pem"),
+        &state(2).join("node-key.pem"),
+        &state(2).join("node-cert.pem"),
+    ));
+    let pid = b.child.id();
+    // Idle: after a few requests, so lazily built state is already there.
+    for _ in 0..3 {
+        assert_eq!(attempt(&ingress, &client).await, Ok(200));
+    }
+    let idle = rss_mib(pid);
+
+    let mut open = Vec::new();
+    for _ in 0..FLOOD {
+        let mut conn = mtls_with(&ingress, Arc::clone(&client)).await.unwrap();
+        assert_eq!(
+            post(&mut conn, "localhost", "/whoami", b"", &[]).await,
+            Ok(200)
+        );
+        open.push(conn);
+    }
+    let during = rss_mib(pid);
+    drop(open);
+    let b_ref = &b;
+    let took = eventually(
+        Duration::from_secs(60),
+        "RSS back near idle",
+        || async move { rss_mib(b_ref.child.id()) <= idle + SLACK_MIB },
+    )
+    .await;
+    let after = rss_mib(pid);
+    eprintln!(
+        "RSS with {FLOOD} connections: idle {idle:.1} MiB, during {during:.1} MiB, \
+         {after:.1} MiB {took:?} after they closed"
+    );
+    assert!(
+        during > idle + SLACK_MIB,
+        "the flood took memory: {during} vs {idle}"
+    );
+    // And the sidecar still serves.
+    assert_eq!(attempt(&ingress, &client).await, Ok(200));
 }

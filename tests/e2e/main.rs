@@ -12,7 +12,7 @@
 //!   HTTP/2 and signature refusals), `request_view` (what the app sees is what was checked).
 //! - The authority: `authority_crash` (nothing acknowledged is lost).
 //! - Attack and fault: `abuse` (refused clients lose their connection and cannot grow the
-//!   log), `faults` (SIGKILL at named crash points: nothing acknowledged lost, nothing
+//!   log; the memory a flood took comes back), `faults` (SIGKILL at named crash points: nothing acknowledged lost, nothing
 //!   half-written served, the next start recovers).
 //! - Whole networks: `testnet`, `monitoring` (Prometheus against a testnet), `soak`,
 //!   `compose` (Docker), `k8s` (the manifests), `live_nodes` (what running sidecars

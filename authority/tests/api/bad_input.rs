@@ -167,3 +167,27 @@ async fn bad_enrollments_are_refused_and_change_nothing() {
     assert_eq!(code, 200, "{body}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_deadline() {
+    // hyper's HTTP/1-or-2 detection read has no timer of its own: without the first-byte
+    // deadline a silent connection held one of the listener's slots for ever.
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path()).await;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(
+        authority::http::HEADER_READ_TIMEOUT * 2,
+        silent.read(&mut [0u8; 16]),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "still open {:?} after connecting: {closed:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= authority::http::HEADER_READ_TIMEOUT);
+    s.stop().await;
+}

@@ -162,3 +162,35 @@ async fn a_client_chain_padded_with_junk_or_loops_is_judged_by_its_leaf_and_a_hu
     still_serves(&node).await;
     all_connections_released(&node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_silent_after_its_handshake_is_dropped_at_the_header_deadline() {
+    // Found by the flood study of issue #30: a connection that finished its handshake and
+    // then sent nothing was held for ever (hyper's HTTP/1-or-2 detection waits without a
+    // timer), a slot and ~16 KiB each, up to the connection limit.
+    let node = start_node_with(|s| s.header_read_timeout = Duration::from_secs(1)).await;
+    for alpn in [vec![], vec![b"http/1.1".to_vec()], vec![b"h2".to_vec()]] {
+        let mut config = client_config(&PKI.node(7));
+        config.alpn_protocols = alpn.clone();
+        let tcp = TcpStream::connect(node.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        // The handshake is done; the client says nothing more and reads until closed.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "ALPN {alpn:?}: still open 10 s after the handshake"
+        );
+    }
+    still_serves(&node).await;
+    all_connections_released(&node).await;
+}
