@@ -22,6 +22,16 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
 fi
 
+# jemalloc (the binary's allocator) is built from C with make.
+if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+  step "installing make and gcc (jemalloc is built from C)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "make or a C compiler is missing: apt-get install make gcc (or run as root)" >&2
+    exit 1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc
+fi
+
 # The tour the testnet prints pipes its curl answers through jq.
 if ! command -v jq >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
